@@ -1,0 +1,173 @@
+"""The ``sipshield`` command.
+
+sipshield policy check FILE
+sipshield lab up --policy FILE --dir DIR [--detach]
+sipshield lab down --dir DIR
+sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from sipshield.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    names = ", ".join(f"{m.name}({m.mode})" for m in policy.modules) or "no modules"
+    print(f"{args.file}: valid; modules: {names}")
+    return EXIT_OK
+
+
+def _print_lab(info: dict) -> None:
+    print("sipshield lab is up:")
+    for transport, address in info["sip"].items():
+        print(f"  SBC SIP {transport:<4}     {address}")
+    print(f"  PBX (inside)     udp {info['pbx']['udp']}  (reachable only through the SBC)")
+    print(f"  Redis            {info['redis']}")
+    print(f"  rtpengine ng     {info['rtpengine_ng']}")
+    print(f"  domain           {info['domain']}")
+    users = ", ".join(f"{u['username']}/{u['password']}" for u in info["users"])
+    print(f"  users            {users}")
+    print(f"  events           {info['events']}")
+    print("  logs             " + "\n                   ".join(info["logs"].values()))
+
+
+def _follow_file(path: Path, stop: list[bool]) -> None:
+    path.touch()
+    with path.open() as fh:
+        fh.seek(0, 2)
+        while not stop:
+            line = fh.readline()
+            if line:
+                print(line.rstrip(), flush=True)
+            else:
+                time.sleep(0.2)
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from sipshield import lab
+    from sipshield.policy import PolicyError
+
+    directory = Path(args.dir)
+    if args.lab_command == "down":
+        try:
+            stopped = lab.down(directory)
+        except lab.LabError as exc:
+            print(f"sipshield lab down: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"stopped: {', '.join(stopped) or 'nothing'}")
+        return EXIT_OK
+    try:
+        running = lab.up(Path(args.policy), directory)
+    except PolicyError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    except lab.LabError as exc:
+        print(f"sipshield lab up: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    _print_lab(running.info)
+    if args.detach:
+        print(f"stop it with: sipshield lab down --dir {directory}")
+        return EXIT_OK
+    stop: list[bool] = []
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.append(True)
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print("security events follow (Ctrl-C stops the lab):", flush=True)
+    try:
+        _follow_file(Path(running.info["events"]), stop)
+    finally:
+        print("stopping the lab ...", flush=True)
+        lab.down(directory)
+        print("lab stopped; no process left behind.", flush=True)
+    return EXIT_OK
+
+
+def _events(args: argparse.Namespace) -> int:
+    import redis
+
+    url = args.redis
+    if args.lab:
+        url = json.loads((Path(args.lab) / "lab.json").read_text())["redis"]
+    if not url:
+        print("sipshield events: give --lab DIR or --redis URL", file=sys.stderr)
+        return EXIT_INVALID
+    client = redis.Redis.from_url(url, decode_responses=True)
+    stream = f"{args.prefix}:events"
+    try:
+        last = "0"
+        for entry_id, fields in client.xrange(stream, count=args.count):
+            print(fields["event"])
+            last = entry_id
+        while args.follow:
+            for _, entries in client.xread({stream: last}, block=1000) or []:
+                for entry_id, fields in entries:
+                    print(fields["event"], flush=True)
+                    last = entry_id
+    except redis.RedisError as exc:
+        print(f"sipshield events: redis at {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sipshield", description="SIP security controller")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    policy = commands.add_parser("policy", help="work with policy files")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="validate a policy (exit 0 valid, 2 not)")
+    check.add_argument("file")
+    check.set_defaults(run=_policy_check)
+
+    lab = commands.add_parser("lab", help="run the loopback lab")
+    lab_commands = lab.add_subparsers(dest="lab_command", required=True)
+    lab_up = lab_commands.add_parser("up", help="start Redis, rtpengine, the SBC and a PBX")
+    lab_up.add_argument("--policy", required=True)
+    lab_up.add_argument("--dir", required=True)
+    lab_up.add_argument("--detach", action="store_true", help="return once everything answers")
+    lab_up.set_defaults(run=_lab)
+    lab_down = lab_commands.add_parser("down", help="stop every process of a lab")
+    lab_down.add_argument("--dir", required=True)
+    lab_down.set_defaults(run=_lab)
+
+    events = commands.add_parser("events", help="print security events from Redis")
+    source = events.add_mutually_exclusive_group()
+    source.add_argument("--lab", help="lab directory (reads its lab.json)")
+    source.add_argument("--redis", help="Redis URL")
+    events.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
+    events.add_argument("--count", type=int, default=100, help="how many past events to show")
+    events.add_argument("--follow", action="store_true", help="keep printing new events")
+    events.set_defaults(run=_events)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""The lab: Redis, rtpengine, the sipshield SBC and a PBX, on loopback.
+
+``up`` picks free ports, writes everything it generates into one directory
+(policy, TLS certificates, configuration, logs, ``lab.json``), starts the four
+services and returns once each one answers.  ``down`` stops every process
+``lab.json`` lists and waits until they are gone.  Two labs in two directories
+run side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from sipshield.net import free_port
+from sipshield.policy import Policy, load_policy
+from sipshield.rtpengine import NgError, RtpengineClient
+from sipshield.sip_probe import send_request
+from sipshield.tls_material import make_lab_certificates
+
+LAB_USERS = ("alice", "bob", "carol", "dave")
+DOMAIN = "sipshield.lab"
+READY_TIMEOUT_S = 20.0
+
+
+class LabError(RuntimeError):
+    """The lab could not be brought up or down; the message says which service and why."""
+
+
+def config_dir() -> Path:
+    """Where kamailio.cfg and the KEMI entry live (source tree or installed copy)."""
+    candidates = [
+        Path(os.environ.get("SIPSHIELD_CFG_DIR", "/nonexistent")),
+        Path(__file__).resolve().parent.parent / "kamailio-cfg",
+        Path(sys.prefix) / "share" / "sipshield",
+    ]
+    for candidate in candidates:
+        if (candidate / "kamailio.cfg").is_file():
+            return candidate
+    raise LabError("cannot find kamailio.cfg; set SIPSHIELD_CFG_DIR")
+
+
+def _port_block(size: int = 200) -> tuple[int, int]:
+    # rtpengine takes media ports on demand inside its range; a random block
+    # keeps two labs from competing for the same ports.
+    start = 20000 + secrets.randbelow(200) * size
+    return start, start + size - 1
+
+
+@dataclass
+class Lab:
+    directory: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def json_path(self) -> Path:
+        return self.directory / "lab.json"
+
+    @classmethod
+    def load(cls, directory: Path) -> Lab:
+        lab = cls(directory)
+        try:
+            lab.info = json.loads(lab.json_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LabError(f"no running lab in {directory}: {exc}") from None
+        return lab
+
+    def save(self) -> None:
+        tmp = self.json_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.info, indent=2) + "\n")
+        tmp.replace(self.json_path)
+
+
+def _lab_policy(policy: Policy, ports: dict[str, int], directory: Path) -> Policy:
+    host = "127.0.0.1"
+    data = policy.model_dump(mode="json")
+    data["domain"] = DOMAIN
+    data["listeners"] = {
+        "udp": f"{host}:{ports['sip']}",
+        "tcp": f"{host}:{ports['sip']}",
+        "tls": f"{host}:{ports['tls']}",
+    }
+    data["peers"]["pbx"] = {"address": f"{host}:{ports['pbx']}", "transport": "udp"}
+    data["redis"]["url"] = f"redis://{host}:{ports['redis']}/0"
+    data["events"]["file"] = str(directory / "events.jsonl")
+    return Policy.model_validate(data)
+
+
+def _wait(what: str, check: Callable[[], bool], log: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"{what} exited with {proc.returncode}; see {log}:\n{_tail(log)}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise LabError(f"{what} did not answer within {READY_TIMEOUT_S:.0f}s; see {log}:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _udp_bound(port: int) -> bool:
+    """True when something listens on UDP ``port`` (read from /proc, no packet sent)."""
+    hex_port = f":{port:04X}"
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as fh:
+            if any(line.split()[1].endswith(hex_port) for line in fh.readlines()[1:]):
+                return True
+    return False
+
+
+def up(policy_path: Path, directory: Path) -> Lab:
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "lab.json").exists():
+        stale = Lab.load(directory)
+        if any(group_members(pid) for pid in stale.info.get("pids", {}).values()):
+            raise LabError(
+                f"{directory} holds a running lab; run `sipshield lab down --dir {directory}`"
+            )
+        # Left by a lab that died without `down` (a reboot, a kill -9): reuse the place.
+        stale.json_path.rename(directory / "lab.json.stale")
+    for tool in ("kamailio", "redis-server", "rtpengine"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise LabError(f"{tool} is not installed; run `make setup`")
+    policy = load_policy(policy_path)
+    ports = {name: free_port() for name in ("sip", "tls", "pbx", "redis", "ng")}
+    rtp_min, rtp_max = _port_block()
+    lab_policy = _lab_policy(policy, ports, directory)
+    policy_file = directory / "policy.yaml"
+    policy_file.write_text(
+        "# Generated by `sipshield lab up` from "
+        + str(policy_path)
+        + "\n"
+        + yaml.safe_dump(lab_policy.model_dump(mode="json"), sort_keys=False)
+    )
+    users = [{"username": name, "password": secrets.token_urlsafe(9)} for name in LAB_USERS]
+    cfg = config_dir()
+    tls = make_lab_certificates(directory / "tls", server_names=["localhost", DOMAIN, "127.0.0.1"])
+    (directory / "tls.cfg").write_text(
+        "[server:default]\n"
+        "method = TLSv1.2+\n"
+        f"certificate = {tls.server_cert}\n"
+        f"private_key = {tls.server_key}\n"
+        f"ca_list = {tls.ca_cert}\n"
+        "verify_certificate = no\n"
+        "require_certificate = no\n\n"
+        "[client:default]\n"
+        "method = TLSv1.2+\n"
+        "verify_certificate = no\n"
+    )
+    shutil.copy(cfg / "pbx.cfg", directory / "pbx.cfg")
+    (directory / "pbx-users.cfg").write_text(
+        "event_route[htable:mod-init] {\n"
+        + "".join(f'\t$sht(users=>{u["username"]}) = "{u["password"]}";\n' for u in users)
+        + "}\n"
+    )
+    for name in ("run-sbc", "run-pbx", "redis"):
+        (directory / name).mkdir(exist_ok=True)
+
+    lab = Lab(directory)
+    host = "127.0.0.1"
+    logs = {name: str(directory / f"{name}.log") for name in ("redis", "rtpengine", "pbx", "sbc")}
+    lab.info = {
+        "sip": {
+            "udp": f"{host}:{ports['sip']}",
+            "tcp": f"{host}:{ports['sip']}",
+            "tls": f"{host}:{ports['tls']}",
+        },
+        "redis": lab_policy.redis.url,
+        "rtpengine_ng": f"{host}:{ports['ng']}",
+        "rtp_ports": [rtp_min, rtp_max],
+        "pbx": {"udp": f"{host}:{ports['pbx']}"},
+        "domain": DOMAIN,
+        "users": users,
+        "policy": str(policy_file),
+        "events": str(directory / "events.jsonl"),
+        "tls": {
+            "ca": str(tls.ca_cert),
+            "client_cert": str(tls.client_cert),
+            "client_key": str(tls.client_key),
+        },
+        "logs": logs,
+        "pids": {},
+        # How each service was started, so a test or an operator can restart one.
+        "commands": {},
+    }
+    lab.save()
+
+    def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        with open(logs[name], "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+                env={**os.environ, **(env or {})},
+                # Own process group: `down` stops Kamailio's children with it.
+                start_new_session=True,
+            )
+        lab.info["pids"][name] = proc.pid
+        lab.info["commands"][name] = argv
+        lab.save()
+        return proc
+
+    try:
+        proc = start(
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                host,
+                "--port",
+                str(ports["redis"]),
+                "--dir",
+                str(directory / "redis"),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+                "--daemonize",
+                "no",
+            ],
+        )
+        _wait(
+            "redis",
+            lambda: redis.Redis(host=host, port=ports["redis"], socket_timeout=0.5).ping(),
+            Path(logs["redis"]),
+            proc,
+        )
+
+        proc = start(
+            "rtpengine",
+            [
+                "rtpengine",
+                "--config-file=none",
+                "--table=-1",
+                f"--interface={host}",
+                f"--listen-ng={host}:{ports['ng']}",
+                f"--port-min={rtp_min}",
+                f"--port-max={rtp_max}",
+                "--foreground",
+                "--log-stderr",
+                "--log-level=6",
+                f"--pidfile={directory / 'rtpengine.pid'}",
+            ],
+        )
+        _wait("rtpengine", lambda: _pong((host, ports["ng"])), Path(logs["rtpengine"]), proc)
+
+        proc = start(
+            "pbx",
+            [
+                "kamailio",
+                "-f",
+                str(directory / "pbx.cfg"),
+                "-DD",
+                "-E",
+                "-w",
+                str(directory),
+                "-Y",
+                str(directory / "run-pbx"),
+                "-A",
+                f"PBX_LISTEN=udp:{host}:{ports['pbx']}",
+                "-A",
+                f'SBC_ADDR="{host}"',
+                "-A",
+                f"SBC_PORT={ports['sip']}",
+                "-A",
+                f"DOMAIN_NAME={DOMAIN}",
+            ],
+        )
+        _wait("pbx", lambda: _udp_bound(ports["pbx"]), Path(logs["pbx"]), proc)
+
+        site_packages = sysconfig.get_paths()["purelib"]
+        python_path = os.pathsep.join(
+            p for p in (site_packages, os.environ.get("PYTHONPATH", "")) if p
+        )
+        proc = start(
+            "sbc",
+            [
+                "kamailio",
+                "-f",
+                str(cfg / "kamailio.cfg"),
+                "-DD",
+                "-E",
+                "-w",
+                str(directory),
+                "-Y",
+                str(directory / "run-sbc"),
+                "-A",
+                f"SIP_UDP=udp:{host}:{ports['sip']}",
+                "-A",
+                f"SIP_TCP=tcp:{host}:{ports['sip']}",
+                "-A",
+                f"SIP_TLS=tls:{host}:{ports['tls']}",
+                "-A",
+                f'TLS_CFG="{directory / "tls.cfg"}"',
+                "-A",
+                f'SIPSHIELD_ENTRY="{cfg / "sipshield_kemi.py"}"',
+                "-A",
+                "WORKERS=2",
+            ],
+            env={"SIPSHIELD_POLICY": str(policy_file), "PYTHONPATH": python_path},
+        )
+        _wait(
+            "sbc",
+            lambda: send_request((host, ports["sip"]), timeout=0.5) == 200,
+            Path(logs["sbc"]),
+            proc,
+        )
+    except BaseException:
+        down(directory)
+        raise
+    return lab
+
+
+def _pong(address: tuple[str, int]) -> bool:
+    # A fresh client each time: one that saw a failure marks the instance dead.
+    client = RtpengineClient([address], timeout=0.3, retries=0)
+    try:
+        client.ping()
+    except NgError:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def down(directory: Path, timeout: float = 10.0) -> list[str]:
+    """Stop every process of the lab in ``directory``; return what was stopped."""
+    directory = directory.resolve()
+    lab = Lab.load(directory)
+    pids: dict[str, int] = lab.info.get("pids", {})
+    stopped = []
+    # Reverse start order: the SBC goes before what it depends on.
+    for name, pid in reversed(list(pids.items())):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and group_members(pid):
+                time.sleep(0.05)
+            if not group_members(pid):
+                break
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        stopped.append(name)
+    if any(group_members(pid) for pid in pids.values()):
+        raise LabError(f"processes of the lab in {directory} survived SIGKILL")
+    lab.json_path.rename(directory / "lab.json.down")
+    return stopped

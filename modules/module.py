@@ -1,0 +1,56 @@
+"""The contract every security module implements.
+
+A module is one class in one file.  It declares a pydantic ``Config`` (its part
+of the policy, validated at start-up) and one entry point, :meth:`check`, that
+looks at a request and returns :data:`~sipshield.verdict.CONTINUE` or a
+verdict.  Modules detect; they never reply, drop or ban by themselves:
+:mod:`sipshield.remediation` does that, in one place.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from sipshield.message import SipRequest
+    from sipshield.state import SharedState
+    from sipshield.verdict import Outcome
+
+Mode = Literal["off", "monitor", "enforce"]
+FailureMode = Literal["open", "closed"]
+
+
+class ModuleConfig(BaseModel):
+    """Settings every module has; each module subclasses this with its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # off: not built at all; monitor: verdicts are logged as events but not
+    # applied; enforce: verdicts are applied.
+    mode: Mode = "enforce"
+    # What a crash inside this module does to the request.  None means the
+    # policy-wide ``on_module_error``.
+    on_error: FailureMode | None = None
+
+
+class ModuleDisabled(Exception):
+    """Raised by a module's constructor to switch itself off; the reason is logged."""
+
+
+class SecurityModule(ABC):
+    """Base class of the security modules."""
+
+    #: The name the policy uses for this module.
+    name: ClassVar[str]
+    #: The module's settings model.
+    Config: ClassVar[type[ModuleConfig]]
+
+    def __init__(self, config: ModuleConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def check(self, msg: SipRequest, state: SharedState) -> Outcome:
+        """Inspect one request; return CONTINUE or a verdict."""

@@ -1,0 +1,197 @@
+"""The ordered, frozen chain of security modules.
+
+The policy lists the modules in order; :meth:`Pipeline.build` instantiates the
+ones that are not ``off`` once, and the chain cannot change afterwards.  For
+each request the modules run in order until one returns a stopping verdict.
+
+- ``monitor`` mode: the verdict becomes an event and the next module runs.
+- A module that raises never breaks Kamailio: the exception is logged with its
+  traceback, becomes an ``error`` event, and the request goes on (``open``) or
+  is answered 500 (``closed``), as the policy says.
+- A module that needs Redis while Redis is down is handled by
+  ``redis.on_failure`` (open: skip that check; closed: 503).
+- A module that returns something that is neither CONTINUE nor a verdict is a
+  bug; it is treated like a crash and the error names the class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from sipshield.events import Event, EventSink
+from sipshield.message import SipRequest
+from sipshield.module import FailureMode, Mode, ModuleConfig, ModuleDisabled, SecurityModule
+from sipshield.policy import PluginConfig, Policy, PolicyError
+from sipshield.registry import BUILTIN_MODULES
+from sipshield.state import SharedState, StateUnavailable
+from sipshield.verdict import CONTINUE, Accept, Reject, Verdict
+
+log = logging.getLogger("sipshield.pipeline")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: SecurityModule
+    mode: Mode
+    on_error: FailureMode
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The pipeline's answer: the stopping verdict and who gave it, or nothing."""
+
+    verdict: Verdict | None = None
+    module: str = ""
+
+
+PASS = Decision()
+
+
+def _load_plugin(index: int, entry: PluginConfig, source: str) -> SecurityModule:
+    where = f"{source}: modules[{index}]"
+    module_path, _, class_name = entry.target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_path), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise PolicyError(
+            source, [f"{where}.target: cannot import {entry.target}: {exc}"]
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, SecurityModule)):
+        raise PolicyError(source, [f"{where}.target: {entry.target} is not a SecurityModule"])
+    try:
+        options = cls.Config.model_validate(
+            {**entry.options, "mode": entry.mode, "on_error": entry.on_error}
+        )
+    except ValidationError as exc:
+        raise PolicyError(
+            source,
+            [
+                f"{where}.options.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ],
+        ) from None
+    return cls(options)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        stages: tuple[Stage, ...],
+        state: SharedState,
+        events: EventSink,
+        on_redis_failure: FailureMode = "open",
+    ) -> None:
+        self.stages = stages
+        self.state = state
+        self.events = events
+        self.on_redis_failure = on_redis_failure
+
+    @classmethod
+    def build(
+        cls, policy: Policy, state: SharedState, events: EventSink, source: str = "<policy>"
+    ) -> Pipeline:
+        stages: list[Stage] = []
+        for index, entry in enumerate(policy.modules):
+            if entry.mode == "off":
+                log.info("module %s is off", entry.name)
+                continue
+            try:
+                if isinstance(entry, PluginConfig):
+                    module = _load_plugin(index, entry, source)
+                    name = f"{entry.name}:{type(module).__name__}"
+                else:
+                    module = BUILTIN_MODULES[entry.name](entry)
+                    name = entry.name
+            except ModuleDisabled as why:
+                log.warning("module %s switched itself off: %s", entry.name, why)
+                continue
+            config: ModuleConfig = module.config
+            stages.append(
+                Stage(name, module, config.mode, config.on_error or policy.on_module_error)
+            )
+        log.info("pipeline: %s", " -> ".join(f"{s.name}({s.mode})" for s in stages) or "empty")
+        return cls(tuple(stages), state, events, policy.redis.on_failure)
+
+    def run(self, msg: SipRequest) -> Decision:
+        for stage in self.stages:
+            try:
+                outcome = stage.module.check(msg, self.state)
+            except StateUnavailable:
+                # The outage itself is logged once by SharedState, not per request.
+                if self.on_redis_failure == "open":
+                    continue
+                return self._stop(stage, msg, Reject("shared state (redis) unavailable", code=503))
+            except Exception as exc:
+                failed = self._crashed(stage, msg, f"{type(exc).__name__}: {exc}", exc)
+                if failed is None:
+                    continue
+                return failed
+            if outcome is CONTINUE:
+                continue
+            if not isinstance(outcome, Verdict):
+                problem = (
+                    f"{type(stage.module).__name__}.check returned {outcome!r}; "
+                    "expected CONTINUE or a Verdict"
+                )
+                failed = self._crashed(stage, msg, problem, None)
+                if failed is None:
+                    continue
+                return failed
+            if isinstance(outcome, Accept):
+                return Decision(outcome, stage.name)
+            if stage.mode == "monitor":
+                self._emit(stage, msg, outcome.action, outcome.reason, "monitor")
+                continue
+            return self._stop(stage, msg, outcome)
+        return PASS
+
+    def _stop(self, stage: Stage, msg: SipRequest, verdict: Verdict) -> Decision:
+        self._emit(stage, msg, verdict.action, verdict.reason, "enforce")
+        return Decision(verdict, stage.name)
+
+    def _crashed(
+        self, stage: Stage, msg: SipRequest, problem: str, exc: BaseException | None
+    ) -> Decision | None:
+        """Log a module failure; None means fail open (go on with the next module)."""
+        log.error(
+            "module %s failed on %s from %s:%s (failing %s): %s",
+            stage.name,
+            msg.method,
+            msg.src_ip,
+            msg.src_port,
+            stage.on_error,
+            problem,
+            exc_info=exc,
+        )
+        self._emit(stage, msg, "error", problem, "enforce")
+        if stage.on_error == "open":
+            return None
+        return Decision(Reject(f"module {stage.name} failed", code=500), stage.name)
+
+    def _emit(self, stage: Stage, msg: SipRequest, action: str, reason: str, mode: str) -> None:
+        try:
+            self._send_event(stage, msg, action, reason, mode)
+        except Exception:
+            # A full disk must not turn into a failed call; the log still says it.
+            log.exception("could not write the event of module %s", stage.name)
+
+    def _send_event(
+        self, stage: Stage, msg: SipRequest, action: str, reason: str, mode: str
+    ) -> None:
+        self.events.emit(
+            Event(
+                module=stage.name,
+                action=action,
+                src=f"{msg.src_ip}:{msg.src_port}",
+                reason=reason,
+                call_id=msg.call_id,
+                method=msg.method,
+                user=msg.from_user,
+                mode=mode,
+            )
+        )

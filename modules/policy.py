@@ -1,0 +1,231 @@
+"""The YAML policy, validated by pydantic.
+
+A bad policy is refused as a whole, before Kamailio starts serving, and each
+error names the file, the line and the field, e.g.::
+
+    policy.yaml:31: modules[0].limits.invite: Input should be greater than 0
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from sipshield.module import FailureMode, ModuleConfig
+from sipshield.registry import BUILTIN_MODULES
+
+
+def _check_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"port must be 1-65535, got {port!r}")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_check_host_port)]
+Network = Annotated[str, AfterValidator(lambda v: str(ipaddress.ip_network(v, strict=False)))]
+Transport = Literal["udp", "tcp", "tls"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listeners(_Strict):
+    """Where the SBC listens.  Omit a transport to leave it closed."""
+
+    udp: HostPort | None = "127.0.0.1:5060"
+    tcp: HostPort | None = "127.0.0.1:5060"
+    tls: HostPort | None = "127.0.0.1:5061"
+
+
+class Pbx(_Strict):
+    """The inside PBX or registrar that every request from outside goes to."""
+
+    address: HostPort
+    transport: Literal["udp", "tcp"] = "udp"
+
+
+class Trunk(_Strict):
+    """A SIP trunk of another provider."""
+
+    name: str
+    # Where calls for this trunk's domains are sent.
+    target: HostPort
+    transport: Transport = "udp"
+    # Request-URI hosts routed out through this trunk.
+    domains: list[str] = Field(default_factory=list)
+    # Source networks this trunk may send from.
+    sources: list[Network] = Field(default_factory=list)
+
+
+class Peers(_Strict):
+    pbx: Pbx
+    trunks: list[Trunk] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_trunk_names(self) -> Peers:
+        names = [trunk.name for trunk in self.trunks]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"trunk names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+
+class RedisSettings(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    # Every key sipshield writes starts with this, so one Redis can serve
+    # several deployments.
+    key_prefix: str = "sipshield"
+    # Applies to every call: a slow Redis must never stall SIP processing.
+    timeout_ms: int = Field(default=100, gt=0, le=5000)
+    # Requests that need Redis while it is unreachable: "open" serves them
+    # without the checks that need Redis, "closed" answers 503.
+    on_failure: FailureMode = "open"
+    # After a failure, how long to stop trying (and paying the timeout).
+    retry_interval_s: float = Field(default=1.0, gt=0, le=300)
+
+
+class EventSettings(_Strict):
+    # JSON-lines file of security events; None sends them to the Kamailio log only.
+    file: Path | None = Path("/var/log/sipshield/events.jsonl")
+    # Redis stream name (under the key prefix).
+    stream: str = "events"
+    stream_maxlen: int = Field(default=100_000, gt=0)
+    # Events kept in memory while Redis is down, flushed when it is back.
+    buffer_while_down: int = Field(default=10_000, ge=0)
+
+
+class PluginConfig(ModuleConfig):
+    """A security module outside this package, named by import path."""
+
+    name: Literal["plugin"] = "plugin"
+    # "package.module:ClassName"; the class subclasses SecurityModule.
+    target: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+ModuleEntry = Annotated[
+    Union[tuple(m.Config for m in BUILTIN_MODULES.values()) + (PluginConfig,)],  # noqa: UP007
+    Field(discriminator="name"),
+]
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    # Name of this node in events; defaults to the host name.
+    node: str = Field(default_factory=socket.gethostname)
+    # The SIP domain served by the PBX.
+    domain: str
+    listeners: Listeners = Field(default_factory=Listeners)
+    peers: Peers
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    # What a crash inside a module does to the request, unless the module says.
+    on_module_error: FailureMode = "open"
+    # The security modules, in the order they look at a request.
+    modules: list[ModuleEntry] = Field(default_factory=list)
+
+
+class PolicyError(Exception):
+    """A policy that cannot be used; ``errors`` are ready-to-print lines."""
+
+    def __init__(self, path: Path | str, errors: list[str]) -> None:
+        self.path = str(path)
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+def _line_map(node: yaml.Node, path: tuple[Any, ...], lines: dict, dups: list) -> None:
+    """Record the line of every mapping key and sequence item; note duplicate keys."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                dups.append((key_node.start_mark.line + 1, path + (key,)))
+            seen.add(key)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _line_map(value_node, path + (key,), lines, dups)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[path + (index,)] = item.start_mark.line + 1
+            _line_map(item, path + (index,), lines, dups)
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _locate(loc: tuple[Any, ...], lines: dict) -> tuple[int, tuple[Any, ...]]:
+    """Map a pydantic error location to the YAML path and line it points at.
+
+    pydantic adds steps that are not in the file (the discriminator tag of a
+    module entry, for instance); those are skipped.
+    """
+    path: tuple[Any, ...] = ()
+    line = 1
+    for part in loc:
+        if path + (part,) in lines:
+            path += (part,)
+            line = lines[path]
+        elif part == loc[-1] and isinstance(part, str):
+            # A missing field: name it, at the line of the mapping it belongs in.
+            # Other steps not in the file (discriminator tags) are skipped.
+            path += (part,)
+    return line, path
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Validate policy text; raise :class:`PolicyError` with file:line messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise PolicyError(source, [f"{source}:{line}: not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise PolicyError(source, [f"{source}:1: the policy must be a YAML mapping"])
+    lines: dict[tuple[Any, ...], int] = {}
+    duplicates: list[tuple[int, tuple[Any, ...]]] = []
+    _line_map(root, (), lines, duplicates)
+    if duplicates:
+        raise PolicyError(
+            source,
+            [f"{source}:{line}: {_dotted(path)}: key given twice" for line, path in duplicates],
+        )
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors(include_url=False):
+            line, path = _locate(tuple(error["loc"]), lines)
+            messages.append(f"{source}:{line}: {_dotted(path)}: {error['msg']}")
+        raise PolicyError(source, messages) from None
+
+
+def load_policy(path: Path | str) -> Policy:
+    """Read and validate a policy file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(path, [f"{path}: cannot read the policy: {exc.strerror}"]) from None
+    return parse_policy(text, str(path))

@@ -1,0 +1,118 @@
+"""Shared state in Redis: namespaced keys, a timeout on every call, outage handling.
+
+Every Kamailio worker has its own :class:`SharedState`; the connection is made
+lazily in the worker (never at import time, never inherited across a fork).
+
+When Redis stops answering, the first failing call logs the outage once and
+raises :class:`StateUnavailable`; for ``retry_interval_s`` afterwards calls
+fail at once instead of each paying the timeout, then one call probes again.
+The first success after an outage logs the recovery.  Callers decide what an
+outage means for a request (the policy's ``redis.on_failure``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from sipshield.policy import RedisSettings
+
+log = logging.getLogger("sipshield.state")
+
+T = TypeVar("T")
+
+
+class StateUnavailable(Exception):
+    """Redis could not be reached, or did not answer in time."""
+
+
+class SharedState:
+    def __init__(self, settings: RedisSettings, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self._clock = clock
+        self._client: redis.Redis | None = None
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    # -- keys -----------------------------------------------------------------
+    def key(self, *parts: str | int) -> str:
+        return ":".join((self.settings.key_prefix, *map(str, parts)))
+
+    # -- connection -----------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            timeout = self.settings.timeout_ms / 1000
+            self._client = redis.Redis.from_url(
+                self.settings.url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                # Retrying inside redis-py would multiply the time a SIP request
+                # waits on a dead Redis; the circuit breaker here retries instead.
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
+            )
+        return self._client
+
+    def reset(self) -> None:
+        """Forget the connection (after a fork, in Kamailio's child_init)."""
+        self._client = None
+
+    @property
+    def available(self) -> bool:
+        return self._down_since is None
+
+    def available_for_retry(self) -> bool:
+        """False while a recent failure says not to try yet."""
+        return self._down_since is None or self._clock() >= self._retry_at
+
+    def run(self, operation: Callable[[redis.Redis], T]) -> T:
+        """Run one Redis operation under the outage policy."""
+        now = self._clock()
+        if self._down_since is not None and now < self._retry_at:
+            raise StateUnavailable("redis is down (waiting before the next try)")
+        try:
+            result = operation(self.client)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            if self._down_since is None:
+                self._down_since = now
+                log.error(
+                    "redis unreachable at %s: %s; requests that need it now fail %s",
+                    self._safe_url(),
+                    exc,
+                    self.settings.on_failure,
+                )
+            self._retry_at = now + self.settings.retry_interval_s
+            raise StateUnavailable(str(exc)) from exc
+        if self._down_since is not None:
+            log.warning(
+                "redis reachable again at %s after %.1fs",
+                self._safe_url(),
+                now - self._down_since,
+            )
+            self._down_since = None
+        return result
+
+    def _safe_url(self) -> str:
+        # Never log a password embedded in the URL.
+        scheme, sep, rest = self.settings.url.partition("://")
+        return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}"
+
+    # -- operations modules share -------------------------------------------
+    def count_in_window(self, key: str, window_s: int) -> int:
+        """Atomically count one hit in a fixed window; one round trip."""
+
+        def operation(client: redis.Redis) -> int:
+            pipe = client.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, window_s, nx=True)
+            hits, _ = pipe.execute()
+            return int(hits)
+
+        return self.run(operation)

@@ -1,0 +1,113 @@
+"""A private CA with a server and a client certificate, for the lab.
+
+Made with the ``openssl`` command (Debian's openssl package), so the lab needs
+no extra Python dependency.  Production deployments bring their own
+certificates (see the README).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LabCertificates:
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+
+def _san(names: list[str]) -> str:
+    entries = []
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+            entries.append(f"IP:{name}")
+        except ValueError:
+            entries.append(f"DNS:{name}")
+    return "subjectAltName=" + ",".join(entries)
+
+
+def _issue(directory: Path, name: str, cn: str, sans: list[str], ca: tuple[Path, Path]) -> None:
+    key, csr, cert = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+    _openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={cn}",
+    )
+    extensions = directory / f"{name}.ext"
+    extensions.write_text(_san(sans) + "\n")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca[0]),
+        "-CAkey",
+        str(ca[1]),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        str(extensions),
+        "-out",
+        str(cert),
+    )
+    csr.unlink()
+    extensions.unlink()
+    key.chmod(0o600)
+
+
+def make_lab_certificates(directory: Path, server_names: list[str]) -> LabCertificates:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca_cert),
+        "-days",
+        "30",
+        "-subj",
+        "/CN=sipshield lab CA",
+    )
+    ca_key.chmod(0o600)
+    _issue(directory, "server", server_names[0], server_names, (ca_cert, ca_key))
+    _issue(directory, "client", "lab-client", ["lab-client.sipshield.lab"], (ca_cert, ca_key))
+    return LabCertificates(
+        ca_cert=ca_cert,
+        server_cert=directory / "server.crt",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.crt",
+        client_key=directory / "client.key",
+    )

@@ -1,0 +1,72 @@
+"""What a security module answers for a request.
+
+A module returns :data:`CONTINUE` to let the next module look at the request,
+or one of the verdicts below to stop the pipeline.  Anything else is a bug in
+the module, and the pipeline says which module returned it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+
+class _Continue:
+    """Singleton meaning "nothing to say, ask the next module"."""
+
+    _instance: _Continue | None = None
+
+    def __new__(cls) -> _Continue:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "CONTINUE"
+
+
+CONTINUE: Final = _Continue()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Base of every stopping verdict; ``reason`` ends up in logs and events."""
+
+    reason: str
+
+    @property
+    def action(self) -> str:
+        return type(self).__name__.lower()
+
+
+@dataclass(frozen=True)
+class Accept(Verdict):
+    """Stop checking and let the request through (for example an allowlisted peer)."""
+
+
+@dataclass(frozen=True)
+class Reject(Verdict):
+    """Answer the request statelessly with ``code`` and never forward it.
+
+    ``reason`` is the detail for logs and events; ``phrase`` is the reason
+    phrase the peer sees (by default the standard one for the code), so that a
+    reply tells an attacker no more than the policy wants.
+    """
+
+    code: int = 403
+    phrase: str = ""
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.code <= 699:
+            raise ValueError(f"Reject needs a 4xx-6xx code, got {self.code}")
+
+
+@dataclass(frozen=True)
+class Drop(Verdict):
+    """Silently discard the request: no reply, nothing forwarded."""
+
+
+Outcome = _Continue | Verdict
+
+STOPS_REQUEST: Final = (Reject, Drop)

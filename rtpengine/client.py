@@ -1,0 +1,109 @@
+"""RtpengineClient: typed ng commands over the UDP transport."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .address import Address
+from .codec import NgDict, encode_request, make_cookie
+from .commands import (
+    Answer,
+    Delete,
+    ListCalls,
+    MediaOptions,
+    NgCommand,
+    Offer,
+    Ping,
+    Query,
+    Statistics,
+)
+from .errors import NgBadReply
+from .reply import NgReply, interpret_reply
+from .transport import UdpTransport
+
+
+@dataclass(frozen=True, slots=True)
+class SdpResult:
+    """Result of offer/answer: the SDP to forward, and the full reply (warning included)."""
+
+    sdp: str
+    reply: NgReply
+
+
+class RtpengineClient:
+    """Blocking ng client. Create it in Kamailio's child_init: nothing is opened before the
+    first request, and each worker process needs its own sockets."""
+
+    def __init__(
+        self,
+        instances: Sequence[Address],
+        *,
+        timeout: float = 1.0,
+        retries: int = 2,
+        dead_retry_interval: float = 30.0,
+    ) -> None:
+        self.transport = UdpTransport(
+            instances, timeout=timeout, retries=retries, dead_retry_interval=dead_retry_interval
+        )
+
+    def ping(self, instance: Address | None = None) -> NgReply:
+        """Ping ``instance``, or the first live one; raises NgError unless it answers pong."""
+        reply = self.request(Ping(), instance)
+        if reply.result != "pong":
+            raise NgBadReply(f"ping answered {reply.result!r}, not 'pong'", reply.instance)
+        return reply
+
+    def offer(
+        self, sdp: str, call_id: str, from_tag: str, options: MediaOptions | None = None
+    ) -> SdpResult:
+        reply = self.request(Offer(sdp, call_id, from_tag, options or MediaOptions()))
+        return SdpResult(reply.get_str("sdp"), reply)
+
+    def answer(
+        self,
+        sdp: str,
+        call_id: str,
+        from_tag: str,
+        to_tag: str,
+        options: MediaOptions | None = None,
+    ) -> SdpResult:
+        reply = self.request(Answer(sdp, call_id, from_tag, to_tag, options or MediaOptions()))
+        return SdpResult(reply.get_str("sdp"), reply)
+
+    def delete(
+        self, call_id: str, from_tag: str | None = None, to_tag: str | None = None
+    ) -> NgReply:
+        """Delete a call. rtpengine answers an unknown call with ok plus a warning."""
+        return self.request(Delete(call_id, from_tag, to_tag))
+
+    def query(self, call_id: str, from_tag: str | None = None) -> NgReply:
+        """Return rtpengine's call state (tags, streams, counters) in ``reply.data``."""
+        return self.request(Query(call_id, from_tag))
+
+    def list_calls(self, limit: int | None = None, instance: Address | None = None) -> list[str]:
+        """Call-IDs known to one instance (the first live one unless ``instance`` is given)."""
+        reply = self.request(ListCalls(limit), instance)
+        calls = reply.data.get("calls")
+        if not isinstance(calls, list) or not all(isinstance(c, str) for c in calls):
+            raise NgBadReply("'list' reply has no list of Call-IDs", reply.instance)
+        return [c for c in calls if isinstance(c, str)]
+
+    def statistics(self, instance: Address | None = None) -> NgDict:
+        reply = self.request(Statistics(), instance)
+        stats = reply.data.get("statistics")
+        if not isinstance(stats, dict):
+            raise NgBadReply("'statistics' reply has no statistics dict", reply.instance)
+        return stats
+
+    def request(self, command: NgCommand, instance: Address | None = None) -> NgReply:
+        """Send any typed command; the escape hatch the helpers above are built on."""
+        cookie = make_cookie()
+        datagram = encode_request(cookie, command.to_ng())
+        address, data = self.transport.exchange(
+            command.name, cookie, datagram, command.call_id, instance
+        )
+        return interpret_reply(command.name, data, address)
+
+    def close(self) -> None:
+        self.transport.close()

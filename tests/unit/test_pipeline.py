@@ -1,0 +1,161 @@
+"""The pipeline's rules: order, modes, and what a failing module does.
+
+These are pure-logic tests with small modules written for the purpose; the
+same rules are proven end to end against the real Kamailio in
+tests/integration/test_pipeline_lab.py.
+"""
+
+from typing import ClassVar, Literal
+
+import pytest
+
+from sipshield.events import EventSink
+from sipshield.message import RawSipMessage
+from sipshield.module import ModuleConfig, SecurityModule
+from sipshield.pipeline import PASS, Pipeline, Stage
+from sipshield.policy import EventSettings, RedisSettings
+from sipshield.state import SharedState, StateUnavailable
+from sipshield.verdict import CONTINUE, Accept, Drop, Reject
+
+REQUEST = RawSipMessage(
+    b"OPTIONS sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\n"
+    b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n"
+    b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    src_ip="192.0.2.9",
+)
+
+
+class Config(ModuleConfig):
+    name: Literal["fixed"] = "fixed"
+
+
+class Fixed(SecurityModule):
+    """Answers whatever it was built with, and counts its calls."""
+
+    name = "fixed"
+    Config = Config
+    calls: ClassVar[list[str]] = []
+
+    def __init__(self, answer, label="fixed"):
+        super().__init__(Config())
+        self.answer = answer
+        self.label = label
+
+    def check(self, msg, state):
+        Fixed.calls.append(self.label)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.fixture
+def sink(tmp_path):
+    # Redis at a closed port: events still reach the file, the stream copy waits.
+    state = SharedState(RedisSettings(url="redis://127.0.0.1:1/0", timeout_ms=50))
+    return EventSink(EventSettings(file=tmp_path / "events.jsonl"), state, "test-node")
+
+
+def pipeline(sink, *stages, on_redis_failure="open"):
+    Fixed.calls.clear()
+    built = tuple(
+        Stage(label, Fixed(answer, label), mode, on_error)
+        for label, answer, mode, on_error in stages
+    )
+    return Pipeline(built, sink.state, sink, on_redis_failure)
+
+
+def events(sink):
+    import json
+
+    return [json.loads(line) for line in sink.settings.file.read_text().splitlines()]
+
+
+def test_first_stopping_verdict_wins_and_later_modules_do_not_run(sink):
+    p = pipeline(
+        sink,
+        ("a", CONTINUE, "enforce", "open"),
+        ("b", Reject("bad", code=400), "enforce", "open"),
+        ("c", Drop("never"), "enforce", "open"),
+    )
+    decision = p.run(REQUEST)
+    assert decision.verdict == Reject("bad", code=400)
+    assert decision.module == "b"
+    assert Fixed.calls == ["a", "b"]
+    (event,) = events(sink)
+    assert event["module"] == "b"
+    assert event["action"] == "reject"
+    assert event["src"] == "192.0.2.9:5060"
+    assert event["call_id"] == "c1"
+    assert event["node"] == "test-node"
+
+
+def test_monitor_mode_logs_but_does_not_stop(sink):
+    p = pipeline(
+        sink,
+        ("watch", Drop("would drop"), "monitor", "open"),
+        ("last", CONTINUE, "enforce", "open"),
+    )
+    assert p.run(REQUEST) is PASS
+    assert Fixed.calls == ["watch", "last"]
+    (event,) = events(sink)
+    assert (event["action"], event["mode"]) == ("drop", "monitor")
+
+
+def test_accept_stops_the_chain_without_an_event(sink):
+    p = pipeline(
+        sink,
+        ("allow", Accept("trusted peer"), "enforce", "open"),
+        ("never", Drop("x"), "enforce", "open"),
+    )
+    assert p.run(REQUEST).verdict == Accept("trusted peer")
+    assert Fixed.calls == ["allow"]
+    assert not sink.settings.file.exists()
+
+
+def test_crash_fails_open_and_the_next_module_still_runs(sink):
+    p = pipeline(
+        sink,
+        ("boom", RuntimeError("kaput"), "enforce", "open"),
+        ("next", Reject("caught", code=403), "enforce", "open"),
+    )
+    decision = p.run(REQUEST)
+    assert decision.module == "next"
+    assert [e["action"] for e in events(sink)] == ["error", "reject"]
+    assert events(sink)[0]["reason"] == "RuntimeError: kaput"
+
+
+def test_crash_fails_closed_with_500(sink):
+    p = pipeline(
+        sink,
+        ("boom", ValueError("kaput"), "enforce", "closed"),
+        ("never", CONTINUE, "enforce", "open"),
+    )
+    decision = p.run(REQUEST)
+    assert isinstance(decision.verdict, Reject)
+    assert decision.verdict.code == 500
+    assert Fixed.calls == ["boom"]
+
+
+def test_wrong_return_value_is_a_bug_that_names_the_class(sink):
+    p = pipeline(sink, ("odd", "yes please", "enforce", "closed"))
+    decision = p.run(REQUEST)
+    assert decision.verdict.code == 500
+    (event,) = events(sink)
+    assert "Fixed.check returned 'yes please'" in event["reason"]
+
+
+@pytest.mark.parametrize(("policy", "expected_code"), [("open", None), ("closed", 503)])
+def test_redis_outage_follows_policy(sink, policy, expected_code):
+    p = pipeline(
+        sink,
+        ("needs-redis", StateUnavailable("down"), "enforce", "closed"),
+        on_redis_failure=policy,
+    )
+    decision = p.run(REQUEST)
+    code = decision.verdict.code if decision.verdict else None
+    assert code == expected_code
+
+
+def test_reject_refuses_non_error_codes():
+    with pytest.raises(ValueError):
+        Reject("ok?", code=200)

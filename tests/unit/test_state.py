@@ -1,0 +1,49 @@
+"""Outage behaviour of the shared state, against a Redis port nobody listens on."""
+
+import logging
+
+import pytest
+
+from sipshield.net import free_port
+from sipshield.policy import RedisSettings
+from sipshield.state import SharedState, StateUnavailable
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_outage_is_logged_once_and_calls_fail_fast_until_the_retry(caplog):
+    clock = Clock()
+    port = free_port()
+    state = SharedState(
+        RedisSettings(url=f"redis://:secret@127.0.0.1:{port}/0", retry_interval_s=2), clock
+    )
+    attempts = []
+
+    def operation(client):
+        attempts.append(1)
+        return client.ping()
+
+    with caplog.at_level(logging.ERROR, logger="sipshield.state"):
+        for _ in range(5):
+            with pytest.raises(StateUnavailable):
+                state.run(operation)
+    assert len(attempts) == 1, "calls during the retry interval must not touch the network"
+    assert not state.available
+    outage_lines = [r.getMessage() for r in caplog.records]
+    assert len(outage_lines) == 1
+    assert "secret" not in outage_lines[0], "the password must never reach the log"
+    clock.now += 2.5
+    with pytest.raises(StateUnavailable):
+        state.run(operation)
+    assert len(attempts) == 2
+
+
+def test_keys_are_namespaced():
+    state = SharedState(RedisSettings(key_prefix="edge1"))
+    assert state.key("flood", "invite", "192.0.2.1") == "edge1:flood:invite:192.0.2.1"
