@@ -74,7 +74,8 @@ def _lab(args: argparse.Namespace) -> int:
         print(f"stopped: {', '.join(stopped) or 'nothing'}")
         return EXIT_OK
     try:
-        running = lab.up(Path(args.policy), directory)
+        sbc_config = Path(args.sbc_config) if args.sbc_config else None
+        running = lab.up(Path(args.policy), directory, sbc_config)
     except PolicyError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -148,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab_up.add_argument("--policy", required=True)
     lab_up.add_argument("--dir", required=True)
     lab_up.add_argument("--detach", action="store_true", help="return once everything answers")
+    lab_up.add_argument(
+        "--sbc-config",
+        help="run this kamailio.cfg as the SBC instead of sipshield's (benchmark references)",
+    )
     lab_up.set_defaults(run=_lab)
     lab_down = lab_commands.add_parser("down", help="stop every process of a lab")
     lab_down.add_argument("--dir", required=True)

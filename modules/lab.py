@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -132,7 +133,8 @@ def _udp_bound(port: int) -> bool:
     return False
 
 
-def up(policy_path: Path, directory: Path) -> Lab:
+def up(policy_path: Path, directory: Path, sbc_config: Path | None = None) -> Lab:
+    """Start the lab; ``sbc_config`` replaces sipshield's kamailio.cfg (benchmark references)."""
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / "lab.json").exists():
@@ -306,7 +308,7 @@ def up(policy_path: Path, directory: Path) -> Lab:
             [
                 "kamailio",
                 "-f",
-                str(cfg / "kamailio.cfg"),
+                str(sbc_config.resolve() if sbc_config else cfg / "kamailio.cfg"),
                 "-DD",
                 "-E",
                 "-w",
@@ -325,6 +327,13 @@ def up(policy_path: Path, directory: Path) -> Lab:
                 f'SIPSHIELD_ENTRY="{cfg / "sipshield_kemi.py"}"',
                 "-A",
                 "WORKERS=2",
+                # For reference configurations that route natively (benchmarks).
+                "-A",
+                f"PBX_URI=\"sip:{host}:{ports['pbx']};transport=udp\"",
+                "-A",
+                f'PBX_ADDR="{host}"',
+                "-A",
+                f"PBX_PORT={ports['pbx']}",
             ],
             env={"SIPSHIELD_POLICY": str(policy_file), "PYTHONPATH": python_path},
         )
@@ -342,12 +351,17 @@ def up(policy_path: Path, directory: Path) -> Lab:
 
 def _pong(address: tuple[str, int]) -> bool:
     # A fresh client each time: one that saw a failure marks the instance dead.
+    # Its warnings are expected while rtpengine starts; the deadline reports a real failure.
     client = RtpengineClient([address], timeout=0.3, retries=0)
+    quiet = logging.getLogger("sipshield.rtpengine")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         client.ping()
     except NgError:
         return False
     finally:
+        quiet.setLevel(level)
         client.close()
     return True
 

@@ -53,6 +53,7 @@ def sipp_command(
     max_concurrent: int | None = None,
     timeout_s: int = 30,
     talk_ms: int = 500,
+    recv_timeout_ms: int | None = None,
     workdir: Path,
 ) -> list[str]:
     path = (
@@ -92,6 +93,9 @@ def sipp_command(
         argv += ["-au", auth[0], "-ap", auth[1]]
     if rate is not None:
         argv += ["-r", str(rate), "-rp", "1000"]
+    if recv_timeout_ms is not None:
+        # A call waiting longer than this for a message counts as failed.
+        argv += ["-recv_timeout", str(recv_timeout_ms)]
     if max_concurrent is not None:
         argv += ["-l", str(max_concurrent)]
     argv += ["-d", str(talk_ms)]

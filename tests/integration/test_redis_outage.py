@@ -1,0 +1,92 @@
+"""Redis dies in the middle of traffic: calls keep flowing, the outage is logged,
+and sipshield recovers by itself once Redis is back, losing no event."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from sipshield.net import free_port
+from tests.integration.lab_fixture import RunningLab
+from tests.integration.sip_messages import options
+
+pytestmark = pytest.mark.integration
+
+POLICY = """\
+domain: sipshield.lab
+peers:
+  pbx: {address: 127.0.0.1:5090}
+redis: {on_failure: open, timeout_ms: 100, retry_interval_s: 1}
+modules:
+  - {name: flood, window_s: 60, limits: {options: 1000, invite: 1000, register: 1000}}
+  - {name: plugin, target: 'exploding:Exploding'}
+"""
+
+
+def restart_redis(lab: RunningLab) -> None:
+    proc = subprocess.Popen(
+        lab.info["commands"]["redis"],
+        cwd=lab.directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    # `lab down` must stop the new process too.
+    lab.info["pids"]["redis"] = proc.pid
+    (lab.directory / "lab.json").write_text(__import__("json").dumps(lab.info))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if lab.redis.ping():
+                return
+        except Exception:
+            time.sleep(0.1)
+    raise AssertionError("redis did not come back")
+
+
+def test_calls_flow_while_redis_is_down_and_state_recovers(make_lab):
+    lab = make_lab(POLICY)
+    callee_port = free_port()
+    callee = lab.answer_calls("bob", callee_port, calls=2)
+    before = lab.call("alice", "bob")
+    assert before.ok, before.explain()
+    assert lab.redis.keys("sipshield:flood:*"), "flood counts in Redis while it is up"
+
+    os.kill(lab.info["pids"]["redis"], signal.SIGKILL)
+    time.sleep(0.2)
+
+    during = lab.call("alice", "bob")
+    assert during.ok, during.explain()
+    assert [lab.options() for _ in range(5)] == [200] * 5
+    # An event raised during the outage is written to the file at once ...
+    boom, lost_call_id = options(lab.sip_target(), "X-Explode: 1\r\n")
+    assert lab.send(boom) == 200
+    lab.wait_for_event(call_id=lost_call_id)
+    assert callee.finish().ok
+    assert "redis unreachable" in lab.log("sbc")
+
+    restart_redis(lab)
+    # ... and reaches the stream once Redis is back: every worker flushes its
+    # buffer on its next request after the retry interval.
+    time.sleep(1.2)
+    deadline = time.monotonic() + 15
+    streamed = ""
+    while time.monotonic() < deadline and lost_call_id not in streamed:
+        for _ in range(10):
+            lab.options()
+        streamed = str(lab.redis.xrange("sipshield:events"))
+    assert lost_call_id in streamed
+    assert "redis reachable again" in lab.log("sbc")
+    assert lab.redis.keys("sipshield:flood:*"), "flood counts again after recovery"
+
+
+def test_fail_closed_answers_503_while_redis_is_down(make_lab):
+    lab = make_lab(POLICY.replace("on_failure: open", "on_failure: closed"))
+    assert lab.options() == 200
+    os.kill(lab.info["pids"]["redis"], signal.SIGKILL)
+    time.sleep(0.2)
+    assert lab.options() == 503
