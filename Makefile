@@ -6,35 +6,39 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 POLICY ?= kamailio-cfg/policy.example.yaml
 LAB    ?= lab
-# Kamailio embeds Debian's Python, so the venv must be built from it.
+# Kamailio embeds Debian's Python, so the venvs are built from it.
 SYSTEM_PYTHON := /usr/bin/python3
-DEB_PACKAGES := kamailio kamailio-python3-modules kamailio-tls-modules \
-                rtpengine-daemon sip-tester redis-server \
-                python3-venv openssl procps
+# ansible-core, ansible-lint and yamllint live here, apart from .venv.
+TOOLS  := .tools
+# Ansible provisions this machine as it does production hosts: the same roles,
+# with the local inventory (packages and .venv only, no services).  The stamp
+# lives in .venv so that removing .venv provisions again; dpkg's status file
+# is an input so that a removed package is put back (directories are listed
+# too, so that a deleted file counts as a change).
+SETUP_STAMP  := $(VENV)/.provisioned
+SETUP_INPUTS := $(shell find ansible) setup.cfg pyproject.toml /var/lib/dpkg/status
+ANSIBLE_ENV  := PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH ANSIBLE_DISPLAY_SKIPPED_HOSTS=false
 
-.PHONY: help setup deb-packages run test lint bench clean
+.PHONY: help setup run test lint bench clean
 
 help:
 	@echo "make run    bring the lab up on loopback (Redis, rtpengine, SBC, PBX) and follow events"
 	@echo "make test   lint and run the whole test suite against real processes"
 	@echo "make bench  benchmark sipshield against the native-Kamailio reference"
-	@echo "make setup  install Debian packages and the venv (run by the others)"
+	@echo "make setup  provision this machine with Ansible: Debian packages and the venv (run by the others)"
 
-setup: deb-packages $(BIN)/.installed
+setup: $(SETUP_STAMP)
 
-# Idempotent and quick: apt runs only when a package is missing.
-deb-packages:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
-	  done); \
-	if [ -n "$$missing" ]; then \
-	  echo "setup: installing Debian packages:" $$missing; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+$(SETUP_STAMP): $(TOOLS)/.installed $(SETUP_INPUTS)
+	$(ANSIBLE_ENV) ansible-playbook -i ansible/inventories/local -c local ansible/site.yml
+	@touch $@
 
-$(BIN)/.installed: setup.cfg pyproject.toml
-	@test -x $(BIN)/python || $(SYSTEM_PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+# Bootstrap: a fresh Debian 12 may lack python3-venv.
+$(TOOLS)/.installed: ansible/requirements-tools.txt
+	@dpkg-query -W -f='$${Status}' python3-venv 2>/dev/null | grep -q 'install ok installed' || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+	@test -x $(TOOLS)/bin/python || $(SYSTEM_PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check -r ansible/requirements-tools.txt
 	@touch $@
 
 run: setup
@@ -43,6 +47,8 @@ run: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(TOOLS)/bin/yamllint --strict ansible .yamllint .ansible-lint
+	$(ANSIBLE_ENV) ansible-lint -q ansible
 
 test: lint
 	$(BIN)/pytest
@@ -52,4 +58,4 @@ bench: setup
 
 clean:
 	-$(BIN)/sipshield lab down --dir $(LAB) 2>/dev/null
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) *.egg-info .pytest_cache .ruff_cache

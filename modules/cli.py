@@ -14,6 +14,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipshield.bans import BanStore
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -133,6 +137,48 @@ def _events(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ban_store(args: argparse.Namespace) -> BanStore:
+    from sipshield.policy import RedisSettings
+    from sipshield.state import SharedState
+
+    url = args.redis
+    if args.lab:
+        url = json.loads((Path(args.lab) / "lab.json").read_text())["redis"]
+    if not url:
+        raise SystemExit("sipshield bans: give --lab DIR or --redis URL")
+    return SharedState(RedisSettings(url=url, key_prefix=args.prefix, timeout_ms=2000)).bans
+
+
+def _bans(args: argparse.Namespace) -> int:
+    import time
+
+    from sipshield.state import StateUnavailable
+
+    store = _ban_store(args)
+    try:
+        if args.bans_command == "list":
+            now = time.time()
+            records = sorted(store.list(), key=lambda r: r.expires)
+            if not records:
+                print("no active bans")
+            for r in records:
+                print(
+                    f"{r.scope:<32} age {now - r.created:>7.0f}s  expires in "
+                    f"{r.expires - now:>7.0f}s  hits {r.hits:<6} offence {r.offense}  "
+                    f"[{r.module}] {r.reason}"
+                )
+        elif args.bans_command == "add":
+            record = store.add(args.ip, args.reason, "manual", args.user or "", args.ttl)
+            print(f"banned {record.scope} for {record.ttl_s}s" if record else "not banned")
+        else:
+            removed = store.remove(args.ip, args.user or "")
+            print(f"unbanned {args.ip}" if removed else f"{args.ip} was not banned")
+    except StateUnavailable as exc:
+        print(f"sipshield bans: redis unavailable: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipshield", description="SIP security controller")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--count", type=int, default=100, help="how many past events to show")
     events.add_argument("--follow", action="store_true", help="keep printing new events")
     events.set_defaults(run=_events)
+
+    bans = commands.add_parser("bans", help="list, add or remove bans (on every node)")
+    bans_source = bans.add_mutually_exclusive_group()
+    bans_source.add_argument("--lab", help="lab directory (reads its lab.json)")
+    bans_source.add_argument("--redis", help="Redis URL")
+    bans.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
+    bans_commands = bans.add_subparsers(dest="bans_command", required=True)
+    bans_commands.add_parser("list", help="active bans with reason, age and expiry")
+    for verb in ("add", "remove"):
+        command = bans_commands.add_parser(verb, help=f"{verb} a ban")
+        command.add_argument("ip")
+        command.add_argument("--user", help="only this user from this address")
+        if verb == "add":
+            command.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+            command.add_argument("--reason", default="manual ban", help="shown in bans list")
+    bans.set_defaults(run=_bans)
     return parser
 
 

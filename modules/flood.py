@@ -1,30 +1,41 @@
-"""Anti-flood: a request-rate limit per source address and method class.
+"""Anti-flood: request-rate limits per source and method class, and globally.
 
 Counting happens in Redis, so every node that shares it sees the same rate for
-a source, in one atomic round trip per initial request.  Requests inside a
-dialog are not counted: they were admitted with their dialog, and counting them
-would cost a round trip for every re-INVITE and BYE.
+a source, in one atomic round trip per initial request (a MULTI with the
+source's counter, the global counter and the size of the source's set of
+authenticated users).  Requests inside a dialog are not counted: they were
+admitted with their dialog, and counting them would cost a round trip for every
+re-INVITE and BYE.
+
+NAT: a busy office shows many users behind one address.  Each user that
+authenticates successfully from an address (seen in the final 2xx of a
+request that carried credentials) raises that address's allowance by one
+more limit, up to ``nat_max_factor`` limits, so the office is not mistaken
+for a flood.
+
+Sustained excess (``ban_after`` times the allowance in one window) becomes a
+ban; plain excess is dropped or answered 503.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PositiveInt
 
 from sipshield.module import ModuleConfig, SecurityModule
-from sipshield.verdict import CONTINUE, Drop, Outcome, Reject
+from sipshield.verdict import CONTINUE, Ban, Drop, Outcome, Reject
 
 if TYPE_CHECKING:
-    # Imported for types only: the policy imports the modules' configs.
     from sipshield.message import SipRequest
+    from sipshield.reply import ReplyFacts
     from sipshield.state import SharedState
 
 METHOD_CLASSES = ("register", "invite", "options")
-
-
 MethodClass = Literal["register", "invite", "options", "other"]
 DEFAULT_LIMITS: dict[str, int] = {"register": 30, "invite": 30, "options": 30, "other": 60}
+# How long an address is remembered as the home of an authenticated user.
+AUTH_USERS_TTL_S = 3600
 
 
 class FloodConfig(ModuleConfig):
@@ -33,9 +44,15 @@ class FloodConfig(ModuleConfig):
     # Requests allowed per source address within one window, by method class;
     # classes left out keep their default.
     limits: dict[MethodClass, PositiveInt] = Field(default_factory=dict)
+    # Initial requests allowed from all sources together per window; None: no limit.
+    global_limit: PositiveInt | None = None
     # drop: say nothing (an attacker learns nothing and spends its own time);
     # reject: 503 with Retry-After, for peers that back off when told to.
     response: Literal["drop", "reject"] = "drop"
+    # Ban a source that sends this many times its allowance in one window; 0: never.
+    ban_after: float = Field(default=3.0, ge=0)
+    # A source's allowance grows by one limit per authenticated user, up to this many.
+    nat_max_factor: int = Field(default=100, ge=1)
 
 
 def method_class(method: str) -> str:
@@ -46,6 +63,7 @@ def method_class(method: str) -> str:
 class FloodControl(SecurityModule):
     name = "flood"
     Config = FloodConfig
+    observes_replies = True
 
     def __init__(self, config: FloodConfig) -> None:
         super().__init__(config)
@@ -55,20 +73,54 @@ class FloodControl(SecurityModule):
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
         if msg.in_dialog:
             return CONTINUE
+        window = self.settings.window_s
         klass = method_class(msg.method)
-        limit = self.limits[klass]
-        key = state.key("flood", klass, msg.src_ip)
-        hits = state.count_in_window(key, self.settings.window_s)
-        if hits <= limit:
-            return CONTINUE
-        reason = (
-            f"{hits} {klass} requests from {msg.src_ip} in {self.settings.window_s}s "
-            f"(limit {limit})"
-        )
+        source_key = state.key("flood", klass, msg.src_ip)
+        global_key = state.key("flood", "global")
+        users_key = state.key("authusers", msg.src_ip)
+
+        def operation(client: Any) -> tuple[int, int, int]:
+            pipe = client.pipeline(transaction=True)
+            pipe.incr(source_key)
+            pipe.expire(source_key, window, nx=True)
+            pipe.incr(global_key)
+            pipe.expire(global_key, window, nx=True)
+            pipe.scard(users_key)
+            hits, _, total, _, users = pipe.execute()
+            return int(hits), int(total), int(users)
+
+        hits, total, users = state.run(operation)
+        factor = min(max(1, users), self.settings.nat_max_factor)
+        allowance = self.limits[klass] * factor
+        if hits > allowance:
+            reason = (
+                f"{hits} {klass} requests from {msg.src_ip} in {window}s "
+                f"(allowance {allowance}"
+                + (f" for {users} authenticated users" if users > 1 else "")
+                + ")"
+            )
+            if self.settings.ban_after and hits >= allowance * self.settings.ban_after:
+                return Ban(f"sustained flood: {reason}")
+            return self._refuse(reason)
+        limit = self.settings.global_limit
+        if limit is not None and total > limit:
+            return self._refuse(f"{total} requests from all sources in {window}s (limit {limit})")
+        return CONTINUE
+
+    def _refuse(self, reason: str) -> Outcome:
         if self.settings.response == "drop":
             return Drop(reason)
-        return Reject(
-            reason,
-            code=503,
-            headers=(("Retry-After", str(self.settings.window_s)),),
-        )
+        return Reject(reason, code=503, headers=(("Retry-After", str(self.settings.window_s)),))
+
+    def observe_reply(self, reply: ReplyFacts, state: SharedState) -> Ban | None:
+        if 200 <= reply.status < 300 and reply.had_credentials:
+            key = state.key("authusers", reply.src_ip)
+
+            def operation(client: Any) -> None:
+                pipe = client.pipeline(transaction=False)
+                pipe.sadd(key, reply.user)
+                pipe.expire(key, AUTH_USERS_TTL_S)
+                pipe.execute()
+
+            state.run(operation)
+        return None

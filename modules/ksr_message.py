@@ -7,12 +7,43 @@ request is only what the enabled modules actually look at.
 
 from __future__ import annotations
 
+import base64
 from functools import cached_property
 from typing import Any
+
+from sipshield.cert_names import pem_certificates
+
+# KSR hands strings to Python as UTF-8, so a value that is not (a binary
+# SIP-I body, a Latin-1 display name) is fetched base64-encoded instead; a
+# transformation's 64 kB buffer holds that for values up to this size.
+MAX_NON_UTF8_MESSAGE = 49149
+
+
+class MessageUnreadable(ValueError):
+    """Kamailio cannot hand this part of the message to Python."""
 
 
 def _str(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def read_pv(pv: Any, spec: str) -> str | None:
+    """A pseudo-variable's value; bytes that are not UTF-8 come as surrogates.
+
+    Every value a peer controls must be read through this: KSR hands strings to
+    Python as UTF-8 and raises on anything else.
+    """
+    try:
+        value = pv.get(spec)
+    except UnicodeDecodeError:
+        inner = spec[2:-1] if spec.startswith("$(") else spec[1:]
+        encoded = pv.get(f"$({inner}{{s.encode.base64}})")
+        if encoded is None:
+            raise MessageUnreadable(
+                f"{spec} is not UTF-8 and longer than {MAX_NON_UTF8_MESSAGE} bytes"
+            ) from None
+        return base64.b64decode(str(encoded)).decode("utf-8", errors="surrogateescape")
+    return None if value is None else str(value)
 
 
 class KsrMessage:
@@ -21,8 +52,11 @@ class KsrMessage:
     def __init__(self, ksr: Any) -> None:
         self._pv = ksr.pv
 
+    def _text(self, spec: str) -> str | None:
+        return read_pv(self._pv, spec)
+
     def _get(self, spec: str) -> str:
-        return _str(self._pv.get(spec))
+        return _str(self._text(spec))
 
     @cached_property
     def method(self) -> str:
@@ -73,14 +107,34 @@ class KsrMessage:
         # $mb is the message buffer as received, before any change by the config.
         return self._get("$mb").encode("utf-8", errors="surrogateescape")
 
+    @cached_property
+    def body(self) -> bytes:
+        return self._get("$rb").encode("utf-8", errors="surrogateescape")
+
+    # $tls_* variables exist only on a TLS connection; Kamailio logs an error
+    # when they are read on another, so they are read only over TLS.
+    def _tls(self, spec: str) -> str:
+        return self._get(spec) if self.transport == "tls" else ""
+
+    @cached_property
+    def tls_version(self) -> str:
+        return self._tls("$tls_version")
+
+    @cached_property
+    def tls_peer_verified(self) -> bool:
+        return self._tls("$tls_peer_verified") == "1"
+
+    @cached_property
+    def tls_peer_certificate(self) -> bytes:
+        certificates = pem_certificates(self._tls("$tls_peer_raw_cert"))
+        return certificates[0] if certificates else b""
+
     def header(self, name: str) -> str | None:
-        value = self._pv.get(f"$hdr({name})")
-        return None if value is None else str(value)
+        return self._text(f"$hdr({name})")
 
     def header_values(self, name: str) -> list[str]:
         count = int(self._pv.get(f"$hdrc({name})") or 0)
-        values = (self._pv.get(f"$(hdr({name})[{index}])") for index in range(count))
-        return [_str(value) for value in values]
+        return [self._get(f"$(hdr({name})[{index}])") for index in range(count)]
 
     @property
     def in_dialog(self) -> bool:

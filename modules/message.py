@@ -97,6 +97,24 @@ class SipRequest(Protocol):
     def user_agent(self) -> str: ...
     @property
     def raw(self) -> bytes: ...
+    @property
+    def body(self) -> bytes: ...
+
+    # The TLS connection the request came on; empty (and False) for UDP and TCP.
+    @property
+    def tls_version(self) -> str:
+        """Negotiated protocol, e.g. "TLSv1.3"."""
+        ...
+
+    @property
+    def tls_peer_verified(self) -> bool:
+        """True when the peer's certificate chain verified against the trusted CAs."""
+        ...
+
+    @property
+    def tls_peer_certificate(self) -> bytes:
+        """The peer's certificate (DER), or b"" when it sent none."""
+        ...
 
     def header(self, name: str) -> str | None:
         """First value of a header (long or compact name), or None."""
@@ -128,6 +146,9 @@ class RawSipMessage:
     src_ip: str = "127.0.0.1"
     src_port: int = 5060
     transport: str = "udp"
+    tls_version: str = ""
+    tls_peer_verified: bool = False
+    tls_peer_certificate: bytes = b""
     method: str = field(init=False)
     ruri: str = field(init=False)
     version: str = field(init=False)

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from sipshield.message import SipRequest
+    from sipshield.policy import Policy
+    from sipshield.reply import ReplyFacts
     from sipshield.state import SharedState
-    from sipshield.verdict import Outcome
+    from sipshield.verdict import Ban, Outcome
 
 Mode = Literal["off", "monitor", "enforce"]
 FailureMode = Literal["open", "closed"]
@@ -47,6 +49,8 @@ class SecurityModule(ABC):
     name: ClassVar[str]
     #: The module's settings model.
     Config: ClassVar[type[ModuleConfig]]
+    #: True for modules that also look at final replies (observe_reply).
+    observes_replies: ClassVar[bool] = False
 
     def __init__(self, config: ModuleConfig) -> None:
         self.config = config
@@ -54,3 +58,13 @@ class SecurityModule(ABC):
     @abstractmethod
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
         """Inspect one request; return CONTINUE or a verdict."""
+
+    def bind(self, policy: Policy) -> None:  # noqa: B027 - optional hook, empty by default
+        """Read what the module needs from the whole policy (peers, trunks); once, at build."""
+
+    def observe_reply(self, reply: ReplyFacts, state: SharedState) -> Ban | None:
+        """Look at a final reply to an initial request from outside; maybe ask for a ban.
+
+        Only called when ``observes_replies`` is True.
+        """
+        return None

@@ -27,8 +27,9 @@ from sipshield.message import SipRequest
 from sipshield.module import FailureMode, Mode, ModuleConfig, ModuleDisabled, SecurityModule
 from sipshield.policy import PluginConfig, Policy, PolicyError
 from sipshield.registry import BUILTIN_MODULES
+from sipshield.reply import ReplyFacts
 from sipshield.state import SharedState, StateUnavailable
-from sipshield.verdict import CONTINUE, Accept, Reject, Verdict
+from sipshield.verdict import CONTINUE, Accept, Ban, Reject, Verdict
 
 log = logging.getLogger("sipshield.pipeline")
 
@@ -110,12 +111,17 @@ class Pipeline:
             except ModuleDisabled as why:
                 log.warning("module %s switched itself off: %s", entry.name, why)
                 continue
+            module.bind(policy)
             config: ModuleConfig = module.config
             stages.append(
                 Stage(name, module, config.mode, config.on_error or policy.on_module_error)
             )
         log.info("pipeline: %s", " -> ".join(f"{s.name}({s.mode})" for s in stages) or "empty")
         return cls(tuple(stages), state, events, policy.redis.on_failure)
+
+    @property
+    def observes_replies(self) -> bool:
+        return any(stage.module.observes_replies for stage in self.stages)
 
     def run(self, msg: SipRequest) -> Decision:
         for stage in self.stages:
@@ -151,8 +157,51 @@ class Pipeline:
         return PASS
 
     def _stop(self, stage: Stage, msg: SipRequest, verdict: Verdict) -> Decision:
-        self._emit(stage, msg, verdict.action, verdict.reason, "enforce")
+        reason = verdict.reason
+        if isinstance(verdict, Ban):
+            reason = self._decide_ban(stage, msg, verdict)
+        self._emit(stage, msg, verdict.action, reason, "enforce")
         return Decision(verdict, stage.name)
+
+    def _decide_ban(self, stage: Stage, subject: SipRequest | ReplyFacts, ban: Ban) -> str:
+        """The decision step: store the ban with its TTL; return the reason for the event."""
+        user = ban.user if ban.scope == "user" else ""
+        try:
+            record = self.state.bans.add(subject.src_ip, ban.reason, stage.name, user, ban.ttl_s)
+        except StateUnavailable:
+            return f"{ban.reason}; ban not stored (redis unavailable)"
+        if record is None:
+            return f"{ban.reason}; not banned (allowlisted source)"
+        return f"{ban.reason}; banned {record.scope} for {record.ttl_s}s (offence {record.offense})"
+
+    def observe(self, reply: ReplyFacts) -> None:
+        """Show a final reply to the modules that observe replies; store the bans they ask for."""
+        for stage in self.stages:
+            if not stage.module.observes_replies:
+                continue
+            try:
+                ban = stage.module.observe_reply(reply, self.state)
+            except StateUnavailable:
+                continue
+            except Exception as exc:
+                log.error(
+                    "module %s failed on a %d reply to %s from %s:%s: %s",
+                    stage.name,
+                    reply.status,
+                    reply.method,
+                    reply.src_ip,
+                    reply.src_port,
+                    exc,
+                    exc_info=exc,
+                )
+                self._emit(stage, reply, "error", f"{type(exc).__name__}: {exc}", "enforce")
+                continue
+            if ban is None:
+                continue
+            if stage.mode == "monitor":
+                self._emit(stage, reply, ban.action, ban.reason, "monitor")
+                continue
+            self._emit(stage, reply, ban.action, self._decide_ban(stage, reply, ban), "enforce")
 
     def _crashed(
         self, stage: Stage, msg: SipRequest, problem: str, exc: BaseException | None
@@ -173,7 +222,9 @@ class Pipeline:
             return None
         return Decision(Reject(f"module {stage.name} failed", code=500), stage.name)
 
-    def _emit(self, stage: Stage, msg: SipRequest, action: str, reason: str, mode: str) -> None:
+    def _emit(
+        self, stage: Stage, msg: SipRequest | ReplyFacts, action: str, reason: str, mode: str
+    ) -> None:
         try:
             self._send_event(stage, msg, action, reason, mode)
         except Exception:
@@ -181,7 +232,7 @@ class Pipeline:
             log.exception("could not write the event of module %s", stage.name)
 
     def _send_event(
-        self, stage: Stage, msg: SipRequest, action: str, reason: str, mode: str
+        self, stage: Stage, msg: SipRequest | ReplyFacts, action: str, reason: str, mode: str
     ) -> None:
         self.events.emit(
             Event(
@@ -191,7 +242,7 @@ class Pipeline:
                 reason=reason,
                 call_id=msg.call_id,
                 method=msg.method,
-                user=msg.from_user,
+                user=msg.user if isinstance(msg, ReplyFacts) else msg.from_user,
                 mode=mode,
             )
         )

@@ -8,7 +8,6 @@ error names the file, the line and the field, e.g.::
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -23,22 +22,32 @@ from pydantic import (
     model_validator,
 )
 
+from sipshield.bans import BanSettings
 from sipshield.module import FailureMode, ModuleConfig
+from sipshield.policy_types import HostPort, Network, Transport
 from sipshield.registry import BUILTIN_MODULES
+from sipshield.tls_config import DEFAULT_CIPHERS, weak_ciphers
+
+TlsVersion = Literal["1.2", "1.3"]
+# Kamailio's verify_client values: off (no certificate asked), optional (asked;
+# one that is given must verify), on (required and verified), optional_no_ca
+# (asked, accepted even when it does not verify: sipshield then decides, with an
+# event, from $tls_peer_verified).
+ClientCertificates = Literal["off", "optional", "on", "optional_no_ca"]
 
 
-def _check_host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"port must be 1-65535, got {port!r}")
+def _check_ciphers(value: str) -> str:
+    weak = weak_ciphers(value)
+    if weak:
+        raise ValueError(
+            "weak cipher suites (need AEAD, forward secrecy and >= 128 bits): "
+            + ", ".join(weak[:8])
+            + (" ..." if len(weak) > 8 else "")
+        )
     return value
 
 
-HostPort = Annotated[str, AfterValidator(_check_host_port)]
-Network = Annotated[str, AfterValidator(lambda v: str(ipaddress.ip_network(v, strict=False)))]
-Transport = Literal["udp", "tcp", "tls"]
+CipherList = Annotated[str, AfterValidator(_check_ciphers)]
 
 
 class _Strict(BaseModel):
@@ -58,6 +67,22 @@ class Pbx(_Strict):
 
     address: HostPort
     transport: Literal["udp", "tcp"] = "udp"
+    # The PBX is the trusted inside: its requests skip the security modules and
+    # it is never banned.  True runs the modules on its requests too.
+    inspect: bool = False
+
+
+class TrunkMtls(_Strict):
+    """Mutual TLS: the certificate a trunk must present when it connects to us."""
+
+    # CA certificate(s) (PEM) that must have issued the trunk's certificate
+    # directly; None means tls.ca_list.  Each must also be in tls.ca_list, the
+    # trust store Kamailio verifies the chain with.
+    ca: Path | None = None
+    # The certificate must carry one of these names as a DNS subjectAltName
+    # (or as its CN when it has no DNS subjectAltName).  "*.example.net"
+    # accepts any single label in place of the star.
+    expected_names: list[str] = Field(min_length=1)
 
 
 class Trunk(_Strict):
@@ -71,6 +96,22 @@ class Trunk(_Strict):
     domains: list[str] = Field(default_factory=list)
     # Source networks this trunk may send from.
     sources: list[Network] = Field(default_factory=list)
+    # Requests from this trunk's sources over UDP or TCP are rejected.
+    require_tls: bool = False
+    # Requests from this trunk must come over TLS with a client certificate
+    # that chains to mtls.ca and names the trunk (implies require_tls).
+    mtls: TrunkMtls | None = None
+    # Outbound TLS: the name the trunk's server certificate must carry (also
+    # sent as SNI).  None means the host part of ``target``.
+    server_name: str | None = None
+
+    @property
+    def needs_tls(self) -> bool:
+        return self.require_tls or self.mtls is not None
+
+    @property
+    def expected_server_name(self) -> str:
+        return self.server_name or self.target.rpartition(":")[0]
 
 
 class Peers(_Strict):
@@ -83,6 +124,62 @@ class Peers(_Strict):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"trunk names must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+
+class TlsProfile(_Strict):
+    """A server profile for one TLS listener address or one SNI name."""
+
+    # IP:PORT of the TLS listener this profile serves; None with server_name
+    # means any listener.
+    listen: HostPort | None = None
+    # The SNI name this profile answers for.
+    server_name: str | None = None
+    certificate: Path
+    private_key: Path
+    # CA bundle for client certificates; None means tls.ca_list.
+    ca_list: Path | None = None
+    # None means tls.client_certificates.
+    client_certificates: ClientCertificates | None = None
+    # None means tls.min_version.
+    min_version: TlsVersion | None = None
+
+    @model_validator(mode="after")
+    def _names_a_listener_or_a_name(self) -> TlsProfile:
+        if self.listen is None and self.server_name is None:
+            raise ValueError("a TLS profile needs listen (IP:PORT), server_name, or both")
+        return self
+
+
+class TlsSettings(_Strict):
+    """Kamailio's tls.cfg, generated from here (see sipshield.tls_config)."""
+
+    # Lowest TLS version accepted, in and out.  1.0 and 1.1 are never allowed.
+    min_version: TlsVersion = "1.2"
+    # OpenSSL cipher list for TLS 1.2; every suite it expands to must be AEAD
+    # with forward secrecy (TLS 1.3 suites are all strong and always on).
+    ciphers: CipherList = DEFAULT_CIPHERS
+    # The SBC's certificate chain and key (PEM) for the default listener
+    # profile, also presented when it connects out.  The lab makes its own.
+    certificate: Path | None = None
+    private_key: Path | None = None
+    # CA bundle trusted for client certificates and for trunks' servers.
+    ca_list: Path | None = None
+    # Whether the default profile asks clients for a certificate.
+    client_certificates: ClientCertificates = "off"
+    verify_depth: int = Field(default=3, ge=1, le=10)
+    # Further server profiles, per listener address or SNI name.
+    profiles: list[TlsProfile] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        if self.client_certificates != "off" and self.ca_list is None:
+            raise ValueError(
+                f"client_certificates {self.client_certificates!r} needs ca_list "
+                "(the CAs client certificates are verified against)"
+            )
         return self
 
 
@@ -132,13 +229,29 @@ class Policy(_Strict):
     # The SIP domain served by the PBX.
     domain: str
     listeners: Listeners = Field(default_factory=Listeners)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
     peers: Peers
     redis: RedisSettings = Field(default_factory=RedisSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    bans: BanSettings = Field(default_factory=BanSettings)
     # What a crash inside a module does to the request, unless the module says.
     on_module_error: FailureMode = "open"
     # The security modules, in the order they look at a request.
     modules: list[ModuleEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _mtls_needs_client_certificates(self) -> Policy:
+        for trunk in self.peers.trunks:
+            if trunk.mtls is None:
+                continue
+            if self.tls.client_certificates == "off":
+                raise ValueError(
+                    f"trunk {trunk.name} requires mtls but tls.client_certificates is off, "
+                    "so no client certificate would be asked for"
+                )
+            if trunk.mtls.ca is None and self.tls.ca_list is None:
+                raise ValueError(f"trunk {trunk.name}: mtls needs mtls.ca or tls.ca_list")
+        return self
 
 
 class PolicyError(Exception):
@@ -229,3 +342,12 @@ def load_policy(path: Path | str) -> Policy:
     except OSError as exc:
         raise PolicyError(path, [f"{path}: cannot read the policy: {exc.strerror}"]) from None
     return parse_policy(text, str(path))
+
+
+def never_banned(policy: Policy) -> list[str]:
+    """Networks no ban may cover: the PBX and every ip_controls allow list."""
+    pbx_host = policy.peers.pbx.address.rpartition(":")[0]
+    allowed = [pbx_host]
+    for entry in policy.modules:
+        allowed += getattr(entry, "allow", []) if entry.name == "ip_controls" else []
+    return allowed

@@ -7,9 +7,26 @@ keep in step.
 
 from __future__ import annotations
 
+from sipshield.ban_check import BanCheck
+from sipshield.brute_force import BruteForce
 from sipshield.flood import FloodControl
+from sipshield.ip_controls import IpControls
 from sipshield.module import SecurityModule
+from sipshield.scanner import ScannerDetection
+from sipshield.sdes_guard import SdesGuard
+from sipshield.tls_policy import TlsPolicy
+from sipshield.validation import SipValidation
 
 BUILTIN_MODULES: dict[str, type[SecurityModule]] = {
-    module.name: module for module in (FloodControl,)
+    module.name: module
+    for module in (
+        IpControls,
+        BanCheck,
+        SipValidation,
+        FloodControl,
+        ScannerDetection,
+        BruteForce,
+        TlsPolicy,
+        SdesGuard,
+    )
 }

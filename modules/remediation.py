@@ -8,10 +8,14 @@ and an attacker must not be able to inject header lines through it.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sipshield.pipeline import Decision
-from sipshield.verdict import Drop, Reject
+from sipshield.verdict import Ban, Drop, Reject
+
+if TYPE_CHECKING:
+    # For types only: the pipeline imports the modules, and modules read the
+    # reply phrases defined here.
+    from sipshield.pipeline import Decision
 
 STANDARD_PHRASES: dict[int, str] = {
     400: "Bad Request",
@@ -48,5 +52,6 @@ def apply(decision: Decision, ksr: Any) -> bool:
             ksr.hdr.append_to_reply(f"{name}: {_UNSAFE.sub('', value)}\r\n")
         ksr.sl.send_reply(verdict.code, reply_phrase(verdict))
         return True
-    # Ending the route without relaying or replying discards a dropped request.
-    return isinstance(verdict, Drop)
+    # Ending the route without relaying or replying discards a dropped request;
+    # a banned source learns nothing either.
+    return isinstance(verdict, Drop | Ban)

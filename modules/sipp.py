@@ -38,6 +38,20 @@ class SippResult:
         )
 
 
+def credentials_file(path: Path, credentials: list[tuple[str, str]]) -> Path:
+    """An injection file for the *_many scenarios: one user per call.
+
+    SIPp expands keywords that come from a field, but not fields nested in a
+    keyword, so the whole [authentication ...] keyword is the second field.
+    """
+    lines = ["SEQUENTIAL"] + [
+        f"{user};[authentication username={user} password={password}]"
+        for user, password in credentials
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def sipp_command(
     scenario: str,
     target: str,
@@ -54,6 +68,7 @@ def sipp_command(
     timeout_s: int = 30,
     talk_ms: int = 500,
     recv_timeout_ms: int | None = None,
+    injection_file: Path | None = None,
     workdir: Path,
 ) -> list[str]:
     path = (
@@ -99,7 +114,10 @@ def sipp_command(
     if max_concurrent is not None:
         argv += ["-l", str(max_concurrent)]
     argv += ["-d", str(talk_ms)]
-    for name, value in {"expires": "300", **(keys or {})}.items():
+    if injection_file is not None:
+        argv += ["-inf", str(injection_file)]
+    defaults = {"expires": "300", "user_agent": "sipshield-test"}
+    for name, value in {**defaults, **(keys or {})}.items():
         argv += ["-key", name, value]
     return argv
 

@@ -21,6 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from sipshield.bans import BanSettings, BanStore
 from sipshield.policy import RedisSettings
 
 log = logging.getLogger("sipshield.state")
@@ -33,12 +34,19 @@ class StateUnavailable(Exception):
 
 
 class SharedState:
-    def __init__(self, settings: RedisSettings, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        settings: RedisSettings,
+        clock: Callable[[], float] = time.monotonic,
+        bans: BanSettings | None = None,
+        never_ban: list[str] | None = None,
+    ) -> None:
         self.settings = settings
         self._clock = clock
         self._client: redis.Redis | None = None
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self.bans = BanStore(self, bans or BanSettings(), never_ban or [])
 
     # -- keys -----------------------------------------------------------------
     def key(self, *parts: str | int) -> str:
@@ -63,6 +71,7 @@ class SharedState:
     def reset(self) -> None:
         """Forget the connection (after a fork, in Kamailio's child_init)."""
         self._client = None
+        self.bans = BanStore(self, self.bans.settings, [str(n) for n in self.bans.never_ban])
 
     @property
     def available(self) -> bool:

@@ -1,5 +1,8 @@
 """A private CA with a server and a client certificate, for the lab.
 
+Tests that need more (a second CA, a certificate with the wrong name) use
+:func:`make_ca` and :func:`issue_certificate`.
+
 Made with the ``openssl`` command (Debian's openssl package), so the lab needs
 no extra Python dependency.  Production deployments bring their own
 certificates (see the README).
@@ -81,9 +84,10 @@ def _issue(directory: Path, name: str, cn: str, sans: list[str], ca: tuple[Path,
     key.chmod(0o600)
 
 
-def make_lab_certificates(directory: Path, server_names: list[str]) -> LabCertificates:
+def make_ca(directory: Path, name: str = "ca", cn: str = "sipshield lab CA") -> tuple[Path, Path]:
+    """A self-signed CA: (certificate, key) as ``directory/NAME.crt`` and ``.key``."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
+    ca_key, ca_cert = directory / f"{name}.key", directory / f"{name}.crt"
     _openssl(
         "req",
         "-x509",
@@ -99,11 +103,26 @@ def make_lab_certificates(directory: Path, server_names: list[str]) -> LabCertif
         "-days",
         "30",
         "-subj",
-        "/CN=sipshield lab CA",
+        f"/CN={cn}",
     )
     ca_key.chmod(0o600)
-    _issue(directory, "server", server_names[0], server_names, (ca_cert, ca_key))
-    _issue(directory, "client", "lab-client", ["lab-client.sipshield.lab"], (ca_cert, ca_key))
+    return ca_cert, ca_key
+
+
+def issue_certificate(
+    directory: Path, name: str, cn: str, sans: list[str], ca: tuple[Path, Path]
+) -> tuple[Path, Path]:
+    """A certificate signed by ``ca`` (certificate, key): (``NAME.crt``, ``NAME.key``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _issue(directory, name, cn, sans, ca)
+    return directory / f"{name}.crt", directory / f"{name}.key"
+
+
+def make_lab_certificates(directory: Path, server_names: list[str]) -> LabCertificates:
+    ca = make_ca(directory)
+    ca_cert = ca[0]
+    _issue(directory, "server", server_names[0], server_names, ca)
+    _issue(directory, "client", "lab-client", ["lab-client.sipshield.lab"], ca)
     return LabCertificates(
         ca_cert=ca_cert,
         server_cert=directory / "server.crt",

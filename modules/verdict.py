@@ -8,7 +8,7 @@ the module, and the pipeline says which module returned it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 
 class _Continue:
@@ -67,6 +67,19 @@ class Drop(Verdict):
     """Silently discard the request: no reply, nothing forwarded."""
 
 
+@dataclass(frozen=True)
+class Ban(Verdict):
+    """Ban the source (``scope="ip"``) or the user from that source (``"user"``).
+
+    The request is dropped, and the decision step (:mod:`sipshield.bans`) sets
+    the TTL, which grows with repeat offences, unless ``ttl_s`` is given.
+    """
+
+    scope: Literal["ip", "user"] = "ip"
+    user: str = ""
+    ttl_s: int | None = None
+
+
 Outcome = _Continue | Verdict
 
-STOPS_REQUEST: Final = (Reject, Drop)
+STOPS_REQUEST: Final = (Reject, Drop, Ban)

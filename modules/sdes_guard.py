@@ -1,0 +1,127 @@
+"""SDES keys never cross a hop that is not TLS.
+
+SDES (RFC 4568) puts the SRTP master keys in the SDP, in ``a=crypto`` lines:
+whoever reads the signalling can decrypt the media.  So an SDP with SDES keys
+may travel only over TLS.  Two hops are judged:
+
+- the hop a request arrived on, when it came from outside (this module, in
+  the pipeline);
+- the hop a request from the PBX leaves on towards the outside (the router,
+  before it relays, through :func:`plain_hop_outcome`).
+
+The link between the SBC and the PBX is the inside hop and is not judged here:
+the policy cannot make it TLS yet, and taking SDES off it is the media
+anchoring's job (rtpengine terminates SRTP and re-keys each side).
+
+On a plain hop the SDP is either refused (488), or, with ``on_plain_hop:
+strip``, its ``a=crypto`` lines are removed when every media section that has
+them also offers DTLS-SRTP (``a=fingerprint``), so the call goes on with
+DTLS-SRTP; an offer that would be left with no keying at all is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+from sipshield.module import ModuleConfig, SecurityModule
+from sipshield.verdict import CONTINUE, Outcome, Reject
+
+if TYPE_CHECKING:
+    from sipshield.message import SipRequest
+    from sipshield.policy import Policy
+    from sipshield.state import SharedState
+
+_CRYPTO = re.compile(rb"^a=crypto:", re.MULTILINE | re.IGNORECASE)
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$")
+NOT_ACCEPTABLE = 488
+
+
+class SdesGuardConfig(ModuleConfig):
+    name: Literal["sdes_guard"] = "sdes_guard"
+    # reject: 488 for SDES on a plain hop; strip: remove the a=crypto lines
+    # where DTLS-SRTP is offered too (488 where it is not).
+    on_plain_hop: Literal["reject", "strip"] = "reject"
+
+
+def sdp_body(msg: SipRequest) -> bytes:
+    """The body when it is (or contains) SDP, else b""."""
+    content_type = (msg.header("content-type") or "").lower()
+    if not (content_type.startswith("application/sdp") or content_type.startswith("multipart/")):
+        return b""
+    return msg.body
+
+
+def has_sdes(body: bytes) -> bool:
+    return bool(_CRYPTO.search(body))
+
+
+def strip_sdes(body: bytes) -> bytes | None:
+    """``body`` without its a=crypto lines, or None when DTLS-SRTP is not offered instead.
+
+    A media section keeps working without SDES only if it, or the session
+    part, carries a DTLS fingerprint.
+    """
+    lines = _LINE.findall(body)
+    sections: list[list[bytes]] = [[]]
+    for line in lines:
+        if line.lower().startswith(b"m="):
+            sections.append([])
+        sections[-1].append(line)
+    session_dtls = any(line.lower().startswith(b"a=fingerprint:") for line in sections[0])
+    out: list[bytes] = []
+    for section in sections:
+        crypto = [line for line in section if _CRYPTO.match(line)]
+        dtls = session_dtls or any(line.lower().startswith(b"a=fingerprint:") for line in section)
+        if crypto and not dtls:
+            return None
+        out += [line for line in section if not _CRYPTO.match(line)]
+    return b"".join(out)
+
+
+def plain_hop_outcome(on_plain_hop: str, body: bytes) -> tuple[str, bytes]:
+    """What to do with an SDP about to cross a plain hop: ("pass"|"strip"|"reject", body)."""
+    if not has_sdes(body):
+        return "pass", body
+    if on_plain_hop == "strip":
+        stripped = strip_sdes(body)
+        if stripped is not None:
+            return "strip", stripped
+    return "reject", body
+
+
+class SdesGuard(SecurityModule):
+    name = "sdes_guard"
+    Config = SdesGuardConfig
+
+    def __init__(self, config: SdesGuardConfig) -> None:
+        super().__init__(config)
+        self.settings = config
+        self.pbx: tuple[str, int] | None = None
+
+    def bind(self, policy: Policy) -> None:
+        host, _, port = policy.peers.pbx.address.rpartition(":")
+        self.pbx = (host, int(port))
+
+    def check(self, msg: SipRequest, state: SharedState) -> Outcome:
+        if msg.transport == "tls" or (msg.src_ip, msg.src_port) == self.pbx:
+            return CONTINUE
+        body = sdp_body(msg)
+        if not body:
+            return CONTINUE
+        action, _ = plain_hop_outcome(self.settings.on_plain_hop, body)
+        if action == "reject":
+            return Reject(
+                f"SDES keys (a=crypto) in SDP received over {msg.transport}",
+                code=NOT_ACCEPTABLE,
+            )
+        # "strip" is carried out by the router, which owns the message it relays.
+        return CONTINUE
+
+
+def find_config(policy: Policy) -> Any:
+    """The policy's sdes_guard settings, or None when the module is absent or off."""
+    for entry in policy.modules:
+        if isinstance(entry, SdesGuardConfig) and entry.mode != "off":
+            return entry
+    return None
