@@ -41,10 +41,28 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
+# name -> (policy, SBC configuration; None is sipshield's reference kamailio.cfg)
 CONFIGS = {
-    "sipshield": (BENCH / "policies" / "sipshield-validation.yaml", None),
-    "native": (BENCH / "policies" / "sipshield-validation.yaml", BENCH / "native-reference.cfg"),
+    "sipshield-validation": (BENCH / "policies" / "sipshield-validation.yaml", None),
+    "native-sanity": (
+        BENCH / "policies" / "sipshield-validation.yaml",
+        BENCH / "native-reference.cfg",
+    ),
+    "sipshield-protection": (BENCH / "policies" / "sipshield-protection.yaml", None),
+    "native-protection": (
+        BENCH / "policies" / "sipshield-validation.yaml",
+        BENCH / "native-protection.cfg",
+    ),
 }
+# Each row of the report: (what is compared, sipshield config, native reference)
+COMPARISONS = [
+    ("validation vs sanity_check", "sipshield-validation", "native-sanity"),
+    (
+        "ip_controls+bans+validation+flood+scanner+brute_force vs htable ipban+pike+sanity",
+        "sipshield-protection",
+        "native-protection",
+    ),
+]
 REQUESTS_PER_FLOW = {"options": 1, "register": 2, "call": 8}
 COST_LOAD = {"options": (3000, 500), "register": (1000, 200), "call": (300, 50)}
 STEPS = {
@@ -164,47 +182,52 @@ def measure(name: str, quick: bool) -> Outcome:
     return outcome
 
 
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def report(results: dict[str, Outcome], quick: bool) -> str:
-    a, b = results["sipshield"], results["native"]
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except StopIteration:
-        model = cpu
     kamailio = subprocess.run(["kamailio", "-v"], capture_output=True, text=True).stdout
     lines = [
-        "# Benchmark: sipshield (validation, enforce) vs native Kamailio (sanity_check)",
+        "# Benchmark: sipshield vs native Kamailio",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench`"
         + (" (quick mode)" if quick else "")
-        + f", both configurations in the same run, on {os.cpu_count()} cores ({model}),"
-        f" {kamailio.splitlines()[0] if kamailio else 'kamailio'}; SBC with 2 UDP workers.",
+        + f", every configuration in the same run, on {os.cpu_count()} cores"
+        f" ({_cpu_model()}), {kamailio.splitlines()[0] if kamailio else 'kamailio'};"
+        " every SBC with 2 UDP workers.",
         "SIPp, the PBX, Redis and rtpengine run on the same machine, so capacity is"
         " bounded by the whole lab, not by the SBC alone.",
         "",
-        "| workload | CPU µs/request sipshield | CPU µs/request native | ratio a/b "
-        "| max rate sipshield (/s) | max rate native (/s) | ratio a/b |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for flow in REQUESTS_PER_FLOW:
-        ca, cb = a.cost_us[flow], b.cost_us[flow]
-        ra, rb = a.capacity[flow], b.capacity[flow]
-        lines.append(
-            f"| {flow} | {ca:.0f} | {cb:.0f} | {ca / cb:.2f} | {ra} | {rb} | "
-            + (f"{ra / rb:.2f}" if rb else "n/a")
-            + " |"
-        )
+    for title, ours, native in COMPARISONS:
+        a, b = results[ours], results[native]
+        lines += [
+            f"## {title}",
+            "",
+            f"| workload | CPU µs/request {ours} | CPU µs/request {native} | ratio "
+            f"| max rate {ours} (/s) | max rate {native} (/s) | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for flow in REQUESTS_PER_FLOW:
+            ca, cb = a.cost_us[flow], b.cost_us[flow]
+            ra, rb = a.capacity[flow], b.capacity[flow]
+            lines.append(
+                f"| {flow} | {ca:.0f} | {cb:.0f} | {ca / cb:.2f} | {ra} | {rb} | "
+                + (f"{ra / rb:.2f}" if rb else "n/a")
+                + " |"
+            )
+        lines.append("")
     lines += [
-        "",
         "Cost: CPU time of all SBC Kamailio processes (user + system, /proc/PID/stat)"
         " during a fixed load, divided by the SIP requests the SBC handled"
         " (options 1, register 2, call 8 per flow).  Max rate: the highest step of"
         f" {', '.join(f'{k} {v}' for k, v in STEPS.items())} (per second, {STEP_SECONDS} s"
         " each) with zero failed calls; 0 means even the first step failed.",
+        "",
     ]
     for name, result in results.items():
         lines += [f"- note ({name}): {note}" for note in result.notes]

@@ -90,7 +90,21 @@ class CertificateNames:
 
 
 def read_certificate(der: bytes) -> CertificateNames:
-    """Decode the names of one DER certificate."""
+    """Decode the names of one DER certificate; anything unreadable is BadCertificate.
+
+    The bytes come from the peer, so every decoding failure, whatever Python
+    raises for it, must come out as BadCertificate (an identity check failing),
+    never as a crash of the module that asked.
+    """
+    try:
+        return _read_certificate(der)
+    except BadCertificate:
+        raise
+    except (ValueError, IndexError, StopIteration, UnicodeError) as exc:
+        raise BadCertificate(f"undecodable certificate: {type(exc).__name__}: {exc}") from None
+
+
+def _read_certificate(der: bytes) -> CertificateNames:
     try:
         _, cert_s, cert_e = _tlv(der, 0)
         _, tbs_s, tbs_e, _ = next(_children(der, cert_s, cert_e))

@@ -4,6 +4,7 @@ sipshield policy check FILE
 sipshield lab up --policy FILE --dir DIR [--detach]
 sipshield lab down --dir DIR
 sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
+sipshield nft-sync (--lab DIR | --redis URL) [--prefix P] [--table NAME]
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ def _policy_check(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     names = ", ".join(f"{m.name}({m.mode})" for m in policy.modules) or "no modules"
     print(f"{args.file}: valid; modules: {names}")
+    return EXIT_OK
+
+
+def _tls_config(args: argparse.Namespace) -> int:
+    from sipshield.policy import PolicyError, load_policy
+    from sipshield.tls_config import render_tls_cfg
+
+    try:
+        policy = load_policy(args.file)
+    except PolicyError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        sys.stdout.write(render_tls_cfg(policy))
+    except ValueError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     return EXIT_OK
 
 
@@ -79,7 +98,7 @@ def _lab(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         sbc_config = Path(args.sbc_config) if args.sbc_config else None
-        running = lab.up(Path(args.policy), directory, sbc_config)
+        running = lab.up(Path(args.policy), directory, sbc_config, args.sip_address)
     except PolicyError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -179,6 +198,39 @@ def _bans(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _nft_sync(args: argparse.Namespace) -> int:
+    import logging
+    import shutil
+    import threading
+
+    from sipshield.nft_sync import BanMirror, NftError, NftTable
+
+    store = _ban_store(args)
+    if not shutil.which("nft"):
+        print("sipshield nft-sync: nft is not installed (Debian package nftables)", file=sys.stderr)
+        return EXIT_FAILURE
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s nft-sync %(levelname)s %(message)s", force=True
+    )
+    mirror = BanMirror(
+        store.state.settings.url, store.index_key, store.channel, NftTable(args.table)
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    mirror.run(stop)
+    try:
+        mirror.delete_table()
+    except NftError as exc:
+        print(f"sipshield nft-sync: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipshield", description="SIP security controller")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(run=_policy_check)
 
+    tls = commands.add_parser("tls-config", help="print Kamailio's tls.cfg for a policy")
+    tls.add_argument("file", help="the policy")
+    tls.set_defaults(run=_tls_config)
+
     lab = commands.add_parser("lab", help="run the loopback lab")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True)
     lab_up = lab_commands.add_parser("up", help="start Redis, rtpengine, the SBC and a PBX")
@@ -198,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     lab_up.add_argument(
         "--sbc-config",
         help="run this kamailio.cfg as the SBC instead of sipshield's (benchmark references)",
+    )
+    lab_up.add_argument(
+        "--sip-address",
+        default="127.0.0.1",
+        help="where the SBC's SIP listeners bind (other services stay on 127.0.0.1)",
     )
     lab_up.set_defaults(run=_lab)
     lab_down = lab_commands.add_parser("down", help="stop every process of a lab")
@@ -228,6 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
             command.add_argument("--reason", default="manual ban", help="shown in bans list")
     bans.set_defaults(run=_bans)
+
+    nft = commands.add_parser(
+        "nft-sync", help="mirror the IP bans into an nftables set (kernel enforcement)"
+    )
+    nft_source = nft.add_mutually_exclusive_group()
+    nft_source.add_argument("--lab", help="lab directory (reads its lab.json)")
+    nft_source.add_argument("--redis", help="Redis URL")
+    nft.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
+    nft.add_argument("--table", default="sipshield", help="nftables table (family inet)")
+    nft.set_defaults(run=_nft_sync)
     return parser
 
 

@@ -1,9 +1,9 @@
 """Anti-flood: request-rate limits per source and method class, and globally.
 
 Counting happens in Redis, so every node that shares it sees the same rate for
-a source, in one atomic round trip per initial request (a MULTI with the
-source's counter, the global counter and the size of the source's set of
-authenticated users).  Requests inside a dialog are not counted: they were
+a source, in one atomic round trip per initial request (a Lua script
+counting the source and the global rate and reading the size of the source's
+set of authenticated users).  Requests inside a dialog are not counted: they were
 admitted with their dialog, and counting them would cost a round trip for every
 re-INVITE and BYE.
 
@@ -36,6 +36,15 @@ MethodClass = Literal["register", "invite", "options", "other"]
 DEFAULT_LIMITS: dict[str, int] = {"register": 30, "invite": 30, "options": 30, "other": 60}
 # How long an address is remembered as the home of an authenticated user.
 AUTH_USERS_TTL_S = 3600
+# KEYS: source counter, global counter, the source's authenticated users.
+# ARGV: window.  Returns {source hits, global hits, authenticated users}.
+COUNT_SCRIPT = """
+local hits = redis.call('INCR', KEYS[1])
+if hits == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local total = redis.call('INCR', KEYS[2])
+if total == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+return {hits, total, redis.call('SCARD', KEYS[3])}
+"""
 
 
 class FloodConfig(ModuleConfig):
@@ -75,21 +84,12 @@ class FloodControl(SecurityModule):
             return CONTINUE
         window = self.settings.window_s
         klass = method_class(msg.method)
-        source_key = state.key("flood", klass, msg.src_ip)
-        global_key = state.key("flood", "global")
-        users_key = state.key("authusers", msg.src_ip)
-
-        def operation(client: Any) -> tuple[int, int, int]:
-            pipe = client.pipeline(transaction=True)
-            pipe.incr(source_key)
-            pipe.expire(source_key, window, nx=True)
-            pipe.incr(global_key)
-            pipe.expire(global_key, window, nx=True)
-            pipe.scard(users_key)
-            hits, _, total, _, users = pipe.execute()
-            return int(hits), int(total), int(users)
-
-        hits, total, users = state.run(operation)
+        keys = [
+            state.key("flood", klass, msg.src_ip),
+            state.key("flood", "global"),
+            state.key("authusers", msg.src_ip),
+        ]
+        hits, total, users = (int(n) for n in state.script(COUNT_SCRIPT, keys, [window]))
         factor = min(max(1, users), self.settings.nat_max_factor)
         allowance = self.limits[klass] * factor
         if hits > allowance:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -46,6 +46,7 @@ class SharedState:
         self._client: redis.Redis | None = None
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self._scripts: dict[str, Any] = {}
         self.bans = BanStore(self, bans or BanSettings(), never_ban or [])
 
     # -- keys -----------------------------------------------------------------
@@ -71,6 +72,7 @@ class SharedState:
     def reset(self) -> None:
         """Forget the connection (after a fork, in Kamailio's child_init)."""
         self._client = None
+        self._scripts = {}
         self.bans = BanStore(self, self.bans.settings, [str(n) for n in self.bans.never_ban])
 
     @property
@@ -113,15 +115,13 @@ class SharedState:
         scheme, sep, rest = self.settings.url.partition("://")
         return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}"
 
-    # -- operations modules share -------------------------------------------
-    def count_in_window(self, key: str, window_s: int) -> int:
-        """Atomically count one hit in a fixed window; one round trip."""
+    def script(self, source: str, keys: list[str], args: list[str | int]) -> Any:
+        """Run a Lua script (EVALSHA, loaded on first use): atomic, one round trip.
 
-        def operation(client: redis.Redis) -> int:
-            pipe = client.pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, window_s, nx=True)
-            hits, _ = pipe.execute()
-            return int(hits)
-
-        return self.run(operation)
+        Cheaper in the worker than a MULTI pipeline, which redis-py builds
+        command by command in Python.
+        """
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return self.run(lambda client: script(keys=keys, args=args, client=client))

@@ -43,7 +43,7 @@ from sipshield.cert_names import (
     read_certificate,
 )
 from sipshield.message import uri_of
-from sipshield.module import ModuleConfig, SecurityModule
+from sipshield.module import FailureMode, ModuleConfig, SecurityModule
 from sipshield.verdict import CONTINUE, Outcome, Reject
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ TLS_REQUIRED = "TLS Required"
 
 class TlsPolicyConfig(ModuleConfig):
     name: Literal["tls_policy"] = "tls_policy"
+    # An identity check that cannot run must not let the peer through.
+    on_error: FailureMode | None = "closed"
     # Remote users whose From domain (their realm) is one of these must use TLS.
     require_tls_realms: list[str] = Field(default_factory=list)
     # Requests whose Request-URI domain is one of these must come over TLS.

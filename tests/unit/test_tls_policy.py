@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 from pathlib import Path
 
@@ -259,3 +260,20 @@ def test_outbound_check_of_a_trunk_server_certificate(pki):
     assert "no certificate" in check.problem("192.0.2.50", 5061, True, b"")
     # Not a trunk's address: not this check's business.
     assert check.problem("203.0.113.9", 5061, True, der(pki["wrong"])) is None
+
+
+def test_hostile_certificates_are_bad_certificates_never_crashes(pki):
+    """Peer-supplied bytes: every mutation is either readable or BadCertificate."""
+    import random
+
+    from sipshield.cert_names import BadCertificate
+
+    original = der(pki["right"])
+    rng = random.Random(5)
+    for _ in range(3000):
+        mutated = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        for candidate in (bytes(mutated), original[: rng.randrange(len(original))]):
+            with contextlib.suppress(BadCertificate):
+                read_certificate(candidate)

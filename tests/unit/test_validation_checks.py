@@ -237,11 +237,14 @@ def test_policy_errors_name_the_line_of_a_bad_setting() -> None:
     assert caught.value.errors[0].startswith("p.yaml:5: modules[0].max_headers")
 
 
-def test_the_example_policy_validates_first_and_enforces() -> None:
+def test_the_example_policy_validates_before_any_module_reads_the_message() -> None:
+    """Only the parse-free address checks (ip_controls, bans) may come before it."""
     policy = load_policy(REPO / "kamailio-cfg" / "policy.example.yaml")
-    first = policy.modules[0]
-    assert isinstance(first, ValidationConfig)
-    assert first.mode == "enforce"
+    names = [entry.name for entry in policy.modules]
+    position = names.index("validation")
+    assert set(names[:position]) <= {"ip_controls", "bans"}
+    assert isinstance(policy.modules[position], ValidationConfig)
+    assert policy.modules[position].mode == "enforce"
     assert BUILTIN_MODULES["validation"] is SipValidation
 
 
