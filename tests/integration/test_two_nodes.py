@@ -1,0 +1,216 @@
+"""Two Kamailio SBC nodes sharing one Redis: bans and rate counts are cluster-wide.
+
+Node A is the lab's SBC.  Node B is a second Kamailio started with the lab's
+own command line, on its own ports and runtime directory, with the same Redis
+and a copy of the policy that names it "node-b", so that its events say which
+node acted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sysconfig
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sipshield.lab import group_members
+from sipshield.net import free_port
+from sipshield.sip_probe import send_request
+from sipshield.sipp import run_sipp
+from tests.integration.lab_fixture import PLUGINS, SIPSHIELD, RunningLab, lab_down, lab_up
+
+pytestmark = pytest.mark.integration
+
+POLICY = """\
+domain: sipshield.lab
+peers:
+  pbx: {address: 127.0.0.1:5090}
+bans: {base_ttl_s: 300}
+modules:
+  - {name: bans}
+  - {name: flood, window_s: 10, limits: {options: 10}, ban_after: 3}
+"""
+LISTENERS = ("SIP_UDP", "SIP_TCP", "SIP_TLS")
+
+
+@dataclass
+class Node:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    log: Path
+    port: int
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()[-3000:]}"
+            if self.options(timeout=0.3) == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} did not answer:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            deadline = time.monotonic() + 10
+            while group_members(self.proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not group_members(self.proc.pid):
+                break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def options(self, source_ip: str = "127.0.0.1", timeout: float = 1.0) -> int | None:
+        return send_request(("127.0.0.1", self.port), timeout=timeout, source_ip=source_ip)
+
+
+def python_path() -> str:
+    """What the lab gives its SBC: this venv's packages and the test plugins."""
+    return os.pathsep.join((sysconfig.get_paths()["purelib"], str(PLUGINS)))
+
+
+def node_b(lab: RunningLab) -> Node:
+    """Node B: the lab's SBC command, with its own listeners, runtime directory and name."""
+    udp, tls = free_port(), free_port()
+    ports = {"SIP_UDP": f"udp:127.0.0.1:{udp}", "SIP_TCP": f"tcp:127.0.0.1:{udp}",
+             "SIP_TLS": f"tls:127.0.0.1:{tls}"}  # fmt: skip
+    argv = list(lab.info["commands"]["sbc"])
+    for index, value in enumerate(argv):
+        name = value.split("=", 1)[0]
+        if name in LISTENERS:
+            argv[index] = f"{name}={ports[name]}"
+        elif argv[index - 1] == "-Y":
+            argv[index] = str(lab.directory / "run-sbc-b")
+    (lab.directory / "run-sbc-b").mkdir(exist_ok=True)
+    policy = yaml.safe_load(Path(lab.info["policy"]).read_text())
+    policy["node"] = "node-b"
+    policy["listeners"] = {"udp": f"127.0.0.1:{udp}", "tcp": f"127.0.0.1:{udp}",
+                           "tls": f"127.0.0.1:{tls}"}  # fmt: skip
+    policy_b = lab.directory / "policy-b.yaml"
+    policy_b.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return Node(
+        "node B",
+        argv,
+        {"SIPSHIELD_POLICY": str(policy_b), "PYTHONPATH": python_path()},
+        lab.directory,
+        lab.directory / "sbc-b.log",
+        udp,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, Node]]:
+    directory = tmp_path_factory.mktemp("two-nodes")
+    (directory / "policy.yaml").write_text(POLICY)
+    lab = lab_up(directory / "policy.yaml", directory / "lab", extra_pythonpath=PLUGINS)
+    node = node_b(lab)
+    try:
+        node.start()
+        yield lab, node
+    finally:
+        node.stop()
+        lab_down(lab)
+
+
+def ban_of(lab: RunningLab, ip: str) -> dict[str, str]:
+    return lab.redis.hgetall(f"sipshield:ban:ip:{ip}")
+
+
+def events(lab: RunningLab, src_ip: str = "", **match: str) -> list[dict]:
+    return [
+        e
+        for e in lab.events()
+        if all(e.get(k) == v for k, v in match.items())
+        and e.get("src", "").startswith(f"{src_ip}:" if src_ip else "")
+    ]
+
+
+def test_a_ban_made_on_node_a_blocks_the_attacker_on_node_b_at_once(cluster):
+    lab, b = cluster
+    attacker = "127.0.0.91"
+    # Every worker of node B has served a request (and follows the ban channel).
+    # Each client stays within the allowance of 10 OPTIONS per window.
+    assert [b.options(source_ip="127.0.0.94") for _ in range(8)] == [200] * 8
+    # 10 OPTIONS per window are allowed; the 30th of a window bans.
+    flood = threading.Thread(
+        target=run_sipp,
+        args=("options_sweep", lab.sip_target()),
+        kwargs={"local_ip": attacker, "calls": 40, "rate": 200, "timeout_s": 10,
+                "keys": {"domain": lab.domain, "user_agent": "Zoiper 5"}},
+    )  # fmt: skip
+    flood.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not ban_of(lab, attacker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ban = ban_of(lab, attacker)
+        # The first request node B sees from the attacker after the ban is dropped, by the ban.
+        assert b.options(source_ip=attacker, timeout=1.0) is None
+    finally:
+        flood.join()
+    assert ban["module"] == "flood", ban
+    dropped = events(lab, node="node-b", src_ip=attacker)
+    assert [e["module"] for e in dropped] == ["bans"], dropped
+    # From the ban on node A to the drop on node B (the probe left within ~10 ms of the ban).
+    assert dropped[0]["ts"] - float(ban["created"]) < 1.0
+    # Node B serves everybody else.
+    assert [b.options(source_ip="127.0.0.95") for _ in range(4)] == [200] * 4
+
+
+def test_rate_counts_are_shared_between_the_nodes(cluster):
+    lab, b = cluster
+    source = "127.0.0.92"
+    to_a = [lab.options(source_ip=source, timeout=0.5) for _ in range(6)]
+    to_b = [b.options(source_ip=source, timeout=0.5) for _ in range(6)]
+    # One allowance of 10 for the source, whichever node it talks to.
+    assert to_a + to_b == [200] * 10 + [None] * 2
+    assert len(events(lab, node="node-b", module="flood")) >= 2
+    assert not ban_of(lab, source)
+
+
+def test_a_ban_survives_a_restart_of_node_a(cluster):
+    lab, _ = cluster
+    banned = "127.0.0.93"
+    subprocess.run([*SIPSHIELD, "bans", "--lab", str(lab.directory), "add", banned],
+                   check=True, capture_output=True)  # fmt: skip
+    assert lab.options(source_ip=banned, timeout=0.5) is None
+    env = {"SIPSHIELD_POLICY": lab.info["policy"], "PYTHONPATH": python_path()}
+    node_a = Node("node A", lab.info["commands"]["sbc"], env, lab.directory,
+                  Path(lab.info["logs"]["sbc"]), lab.sip()[1])  # fmt: skip
+    os.killpg(lab.info["pids"]["sbc"], signal.SIGKILL)
+    while group_members(lab.info["pids"]["sbc"]):
+        time.sleep(0.05)
+    node_a.start()
+    # `lab down` must stop the new node A.
+    lab.info["pids"]["sbc"] = node_a.proc.pid
+    (lab.directory / "lab.json").write_text(json.dumps(lab.info))
+    # The fresh workers load the ban from Redis before their first answer.
+    assert [lab.options(source_ip=banned, timeout=0.5) for _ in range(4)] == [None] * 4
+    assert lab.options(source_ip="127.0.0.96") == 200
