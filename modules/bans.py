@@ -227,10 +227,14 @@ class BanStore:
             return
         try:
             while True:
-                message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+                # None means "nothing to read".  (With ignore_subscribe_messages,
+                # redis-py also returns None after swallowing the subscribe
+                # confirmation, which would end the drain before the changes.)
+                message = self._pubsub.get_message(ignore_subscribe_messages=False, timeout=0)
                 if message is None:
                     break
-                self._apply(message.get("data"))
+                if message.get("type") == "message":
+                    self._apply(message.get("data"))
         except Exception as exc:  # the connection broke: resync once Redis answers
             log.warning("ban change feed interrupted (%s); reloading bans", exc)
             self._pubsub = None
@@ -253,7 +257,7 @@ class BanStore:
         def operation(client: Any) -> dict[str, float]:
             if self._pubsub is None:
                 # Subscribe before loading, so no change falls between the two.
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub()
                 pubsub.subscribe(self.channel)
                 self._pubsub = pubsub
             return dict(client.zrangebyscore(self.index_key, now, "+inf", withscores=True))
