@@ -33,13 +33,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sipshield.lab import group_members
+import kernel_flood  # bench/ is sys.path[0] when this file runs as a script
+import stock_dropin
+
+from sipshield.lab import group_cpu_seconds
 from sipshield.net import free_port
+from sipshield.netns import NamespacesRefused
 from sipshield.sipp import SippResult, SippServer, run_sipp
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-TICKS = os.sysconf("SC_CLK_TCK")
 
 # name -> (policy, SBC configuration; None is sipshield's reference kamailio.cfg)
 CONFIGS = {
@@ -53,6 +56,8 @@ CONFIGS = {
         BENCH / "policies" / "sipshield-validation.yaml",
         BENCH / "native-protection.cfg",
     ),
+    "sipshield-dialog": (BENCH / "policies" / "sipshield-dialog.yaml", None),
+    "sipshield-dialog-records": (BENCH / "policies" / "sipshield-dialog-records.yaml", None),
 }
 # Each row of the report: (what is compared, sipshield config, native reference)
 COMPARISONS = [
@@ -61,6 +66,16 @@ COMPARISONS = [
         "ip_controls+bans+validation+flood+scanner+brute_force vs htable ipban+pike+sanity",
         "sipshield-protection",
         "native-protection",
+    ),
+    (
+        "validation + signed dialog tokens + CANCEL and registration guards vs sanity_check",
+        "sipshield-dialog",
+        "native-sanity",
+    ),
+    (
+        "the same with dialog records in Redis (CSeq per side) vs sanity_check",
+        "sipshield-dialog-records",
+        "native-sanity",
     ),
 ]
 REQUESTS_PER_FLOW = {"options": 1, "register": 2, "call": 8}
@@ -86,14 +101,7 @@ class Lab:
         return next(u["password"] for u in self.info["users"] if u["username"] == user)
 
     def cpu_seconds(self) -> float:
-        total = 0
-        for pid in group_members(self.info["pids"]["sbc"]):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        return total / TICKS
+        return group_cpu_seconds(self.info["pids"]["sbc"])
 
 
 @dataclass
@@ -189,7 +197,11 @@ def _cpu_model() -> str:
     return platform.machine()
 
 
-def report(results: dict[str, Outcome], quick: bool) -> str:
+def report(
+    results: dict[str, Outcome],
+    comparisons: list[tuple[str, str, str]],
+    quick: bool,
+) -> str:
     kamailio = subprocess.run(["kamailio", "-v"], capture_output=True, text=True).stdout
     lines = [
         "# Benchmark: sipshield vs native Kamailio",
@@ -203,7 +215,7 @@ def report(results: dict[str, Outcome], quick: bool) -> str:
         " bounded by the whole lab, not by the SBC alone.",
         "",
     ]
-    for title, ours, native in COMPARISONS:
+    for title, ours, native in comparisons:
         a, b = results[ours], results[native]
         lines += [
             f"## {title}",
@@ -237,12 +249,29 @@ def report(results: dict[str, Outcome], quick: bool) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller loads, two steps")
+    parser.add_argument(
+        "--only",
+        help="comma-separated parts: comparison numbers (1-based), 'dropin', 'kernel'; default all",
+    )
     args = parser.parse_args()
+    parts = set(args.only.split(",")) if args.only else None
+    comparisons = [c for n, c in enumerate(COMPARISONS, 1) if parts is None or str(n) in parts]
+    wanted = {name for _, ours, native in comparisons for name in (ours, native)}
     results = {}
-    for name in CONFIGS:
+    for name in (n for n in CONFIGS if n in wanted):
         print(f"benchmarking {name} ...", flush=True)
         results[name] = measure(name, args.quick)
-    text = report(results, args.quick)
+    sections = [report(results, comparisons, args.quick)]
+    if parts is None or "dropin" in parts:
+        sections.append(stock_dropin.report(stock_dropin.measure(args.quick)))
+    if parts is None or "kernel" in parts:
+        print("benchmarking a banned flood, kernel enforcement off and on ...", flush=True)
+        try:
+            flood = kernel_flood.measure(quick=args.quick)
+            sections.append("\n".join(kernel_flood.report_lines(flood)))
+        except NamespacesRefused as exc:
+            sections.append(f"## Banned flood\n\nNot measured: {exc}\n")
+    text = "\n".join(section.rstrip() + "\n" for section in sections)
     (BENCH / "REPORT.md").write_text(text)
     print(text)
     return 0

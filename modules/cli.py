@@ -127,15 +127,19 @@ def _lab(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _redis_url(args: argparse.Namespace) -> str:
+    """The Redis URL from --redis, or from the lab.json of --lab."""
+    if args.lab:
+        return json.loads((Path(args.lab) / "lab.json").read_text())["redis"]
+    if not args.redis:
+        raise SystemExit(f"sipshield {args.command}: give --lab DIR or --redis URL")
+    return args.redis
+
+
 def _events(args: argparse.Namespace) -> int:
     import redis
 
-    url = args.redis
-    if args.lab:
-        url = json.loads((Path(args.lab) / "lab.json").read_text())["redis"]
-    if not url:
-        print("sipshield events: give --lab DIR or --redis URL", file=sys.stderr)
-        return EXIT_INVALID
+    url = _redis_url(args)
     client = redis.Redis.from_url(url, decode_responses=True)
     stream = f"{args.prefix}:events"
     try:
@@ -160,12 +164,9 @@ def _ban_store(args: argparse.Namespace) -> BanStore:
     from sipshield.policy import RedisSettings
     from sipshield.state import SharedState
 
-    url = args.redis
-    if args.lab:
-        url = json.loads((Path(args.lab) / "lab.json").read_text())["redis"]
-    if not url:
-        raise SystemExit("sipshield bans: give --lab DIR or --redis URL")
-    return SharedState(RedisSettings(url=url, key_prefix=args.prefix, timeout_ms=2000)).bans
+    return SharedState(
+        RedisSettings(url=_redis_url(args), key_prefix=args.prefix, timeout_ms=2000)
+    ).bans
 
 
 def _bans(args: argparse.Namespace) -> int:

@@ -24,11 +24,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sipshield import sdes_guard
+from sipshield import cancel_guard, sdes_guard
+from sipshield.dialog_guard import DialogTokens
 from sipshield.events import Event, EventSink
 from sipshield.ksr_message import read_pv
+from sipshield.media import MEDIA_METHODS, OUT_LEG_PARAM, Leg, MediaAnchor
 from sipshield.message import SipRequest
-from sipshield.policy import Policy
+from sipshield.policy import Policy, PolicyError
 from sipshield.tls_policy import next_hop_is_tls, sips_next_hop_problem
 
 OUTSIDE_DIALOG_FORMING = "IS"  # KSR.is_method_in letters: INVITE, SUBSCRIBE
@@ -39,10 +41,30 @@ def _sip_uri(host_port: str, transport: str) -> str:
 
 
 class EdgeRouter:
-    def __init__(self, policy: Policy, ksr: Any, events: EventSink | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        ksr: Any,
+        events: EventSink | None = None,
+        media: MediaAnchor | None = None,
+    ) -> None:
         self.ksr = ksr
         self.events = events
+        # Media anchoring in rtpengine (sipshield.media), when the policy has media.
+        self.media = media
         self.sdes = sdes_guard.find_config(policy)
+        # Signed dialog tokens in our Record-Route (dialog_guard), when enabled.
+        self.tokens = DialogTokens.from_policy(policy)
+        self.cancel_guard = cancel_guard.find_config(policy)
+        self.record_route_address = policy.record_route_address
+        if self.record_route_address and ksr.is_myself(f"sip:{self.record_route_address}") <= 0:
+            raise PolicyError(
+                "record_route_address",
+                [
+                    f"record_route_address: {self.record_route_address} is not an address of "
+                    "this node; alias it in kamailio.cfg (define CLUSTER_ADDRESS)"
+                ],
+            )
         pbx = policy.peers.pbx
         host, _, port = pbx.address.rpartition(":")
         self.pbx_source = (host, int(port))
@@ -60,7 +82,10 @@ class EdgeRouter:
             return
         if msg.method == "CANCEL":
             if k.tm.t_check_trans() > 0:
-                self._relay(msg)
+                if self._cancel_allowed(msg):
+                    self._relay(msg)
+            elif self.cancel_guard is not None:
+                k.sl.send_reply(481, "Call/Transaction Does Not Exist")
             return
         if msg.in_dialog:
             self._route_in_dialog(msg)
@@ -100,17 +125,23 @@ class EdgeRouter:
         if msg.method == "REGISTER":
             k.path.add_path_received()
         elif k.is_method_in(OUTSIDE_DIALOG_FORMING):
-            k.rr.record_route()
+            self._record_route()
+            if self.tokens is not None:
+                self.tokens.sign_leg(k, msg, towards_outside=False)
         k.setdsturi(self.pbx_uri)
         self._relay(msg)
 
     def _route_from_pbx(self, msg: SipRequest) -> None:
         k = self.ksr
         if k.is_method_in(OUTSIDE_DIALOG_FORMING):
-            k.rr.record_route()
+            self._record_route()
+            if self.media is not None:
+                # In-dialog requests of this crossing find its media leg by this.
+                k.rr.add_rr_param(";" + OUT_LEG_PARAM)
         # The PBX preloads the Path it stored at registration; the "received"
         # parameter in it becomes the destination (NAT traversal).
         if k.rr.loose_route_preloaded() > 0:
+            self._sign_towards_outside(msg)
             self._relay(msg)
             return
         trunk = self.trunk_by_domain.get((read_pv(k.pv, "$rd") or "").lower())
@@ -118,18 +149,74 @@ class EdgeRouter:
             k.sl.send_reply(404, "No Route")
             return
         k.setdsturi(trunk)
+        self._sign_towards_outside(msg)
         self._relay(msg)
+
+    def _record_route(self) -> None:
+        # A cluster names its shared address, so any node takes the next request.
+        if self.record_route_address is None:
+            self.ksr.rr.record_route()
+        else:
+            self.ksr.rr.record_route_advertised_address(self.record_route_address)
+
+    def _sign_towards_outside(self, msg: SipRequest) -> None:
+        # The callee leg binds the next hop, so the destination must be set first.
+        if self.tokens is not None and self.ksr.is_method_in(OUTSIDE_DIALOG_FORMING):
+            self.tokens.sign_leg(self.ksr, msg, towards_outside=True)
+
+    def _cancel_allowed(self, msg: SipRequest) -> bool:
+        """A CANCEL must come from its INVITE's source (cancel_guard); False when refused."""
+        if self.cancel_guard is None:
+            return True
+        cancel = (msg.src_ip, msg.src_port, msg.transport)
+        problem = cancel_guard.cancel_problem(
+            self.cancel_guard, cancel, cancel_guard.invite_source(self.ksr)
+        )
+        if problem is None:
+            return True
+        if self.cancel_guard.mode == "monitor":
+            self._report(msg, "cancel_guard", "reject", problem, "monitor")
+            return True
+        self._report(msg, "cancel_guard", "reject", problem)
+        self.ksr.sl.send_reply(403, "Forbidden")
+        return False
 
     def _relay(self, msg: SipRequest) -> None:
         k = self.ksr
+        leg, anchored = None, None
+        if self.media is not None and msg.method in MEDIA_METHODS:
+            leg = self._media_leg(msg)
+            outcome = self.media.on_request(msg, leg)
+            if outcome.refusal is not None:
+                k.sl.send_reply(outcome.refusal.code, outcome.refusal.reason)
+                return
+            anchored = outcome.body
         # ACK cannot be answered and CANCEL follows its INVITE.
-        if msg.method not in ("ACK", "CANCEL") and not self._hop_allowed(msg):
+        if msg.method not in ("ACK", "CANCEL") and not self._hop_allowed(msg, anchored):
+            if anchored is not None and leg is not None and not msg.in_dialog:
+                self.media.delete(leg.key)  # type: ignore[union-attr]
             return
+        if anchored is not None:
+            k.textops.set_body(anchored, "application/sdp")
+        if leg is not None:
+            self.media.arm(msg, leg)  # type: ignore[union-attr]
         if k.tm.t_relay() < 0:
             k.sl.sl_reply_error()
 
-    def _hop_allowed(self, msg: SipRequest) -> bool:
-        """Refuse (and report) what must not cross the next hop; False when refused."""
+    def _media_leg(self, msg: SipRequest) -> Leg:
+        k = self.ksr
+        from_pbx = (msg.src_ip, msg.src_port) == self.pbx_source
+        # In dialog, our Record-Route (now the consumed Route) says which crossing.
+        out_leg = k.rr.check_route_param(OUT_LEG_PARAM) > 0 if msg.in_dialog else from_pbx
+        next_hop = (read_pv(k.pv, "$nh(d)") or "", (read_pv(k.pv, "$nh(P)") or "").lower())
+        return self.media.leg(msg, from_pbx, out_leg, next_hop)  # type: ignore[union-attr]
+
+    def _hop_allowed(self, msg: SipRequest, anchored: str | None = None) -> bool:
+        """Refuse (and report) what must not cross the next hop; False when refused.
+
+        ``anchored`` is the SDP rtpengine made for this hop: it is what leaves,
+        so it is what the SDES rule judges.
+        """
         k = self.ksr
         ruri = read_pv(k.pv, "$ru") or ""
         next_hop = read_pv(k.pv, "$du") or ruri
@@ -142,7 +229,11 @@ class EdgeRouter:
             return True
         from_pbx = (msg.src_ip, msg.src_port) == self.pbx_source
         plain = (msg.transport != "tls") if not from_pbx else not next_hop_is_tls(next_hop)
-        body = sdes_guard.sdp_body(msg) if plain else b""
+        if anchored is not None:
+            # Towards the PBX (the inside hop) the media policy never puts SDES.
+            body = anchored.encode() if from_pbx and plain else b""
+        else:
+            body = sdes_guard.sdp_body(msg) if plain else b""
         if not body:
             return True
         action, stripped = sdes_guard.plain_hop_outcome(self.sdes.on_plain_hop, body)
@@ -159,7 +250,7 @@ class EdgeRouter:
         if self.sdes.mode == "monitor":
             self._report(msg, "sdes_guard", action, why, "monitor")
             return True
-        if action == "strip":
+        if action == "strip" and anchored is None:
             self._report(msg, "sdes_guard", "strip", why + "; stripped, DTLS-SRTP offered")
             content_type = msg.header("content-type") or "application/sdp"
             k.textops.set_body(stripped.decode("utf-8", errors="replace"), content_type)

@@ -9,15 +9,19 @@ lazy view, run through the pipeline, and the decision applied in one place.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sipshield import remediation
 from sipshield.cert_names import pem_certificates
+from sipshield.dialog_guard import DIALOG_FORMING
+from sipshield.dialog_tokens import BRANCH_PARAM
 from sipshield.edge_routing import EdgeRouter
 from sipshield.events import Event, EventSink
 from sipshield.kamailio_log import send_logging_to_kamailio
 from sipshield.ksr_message import KsrMessage
-from sipshield.pipeline import Pipeline
+from sipshield.media import MediaAnchor
+from sipshield.pipeline import PASS, Decision, Pipeline
 from sipshield.policy import Policy, PolicyError, load_policy, never_banned
 from sipshield.reply import ReplyFacts
 from sipshield.state import SharedState
@@ -34,8 +38,44 @@ KEMI_CALLBACKS = (
     "ksr_tls_event",
     ONREPLY_ROUTE := "ksr_onreply_route",
 )
+# Transaction flag: the replies go to the observing modules.  The reply route
+# is armed for media anchoring too, on transactions they must not count.
+OBSERVED_FLAG = 9
 # The tls module's event for a connection Kamailio opened (to a trunk).
 TLS_CONNECTION_OUT = "tls:connection-out"
+# Methods a native configuration calls with python_exec() (the drop-in,
+# kamailio-cfg/sipshield-dropin.cfg, names the same ones; a test checks both).
+DROPIN_ENTRY_POINTS = (
+    "sipshield_request",
+    "sipshield_reply",
+    "sipshield_record_route",
+    "sipshield_branch",
+)
+# What python_exec("sipshield_request") returns, as the route's $rc.  -1 is
+# left to Kamailio, which returns it when the Python call itself fails: the
+# request then goes on unchecked, as after any sipshield core error.
+ROUTE_PASSED = 1
+ROUTE_BLOCKED = -2
+
+
+@dataclass(frozen=True)
+class Screening:
+    """sipshield's answer for one request, applied already (replied to or dropped)."""
+
+    blocked: bool
+    decision: Decision = PASS
+
+    @property
+    def module(self) -> str:
+        return self.decision.module
+
+    @property
+    def action(self) -> str:
+        return self.decision.verdict.action if self.decision.verdict else "continue"
+
+    @property
+    def reason(self) -> str:
+        return self.decision.verdict.reason if self.decision.verdict else ""
 
 
 class KemiHandler:
@@ -51,34 +91,95 @@ class KemiHandler:
             if pbx.inspect
             else (pbx.address.rpartition(":")[0], int(pbx.address.rpartition(":")[2]))
         )
-        self.router = EdgeRouter(policy, ksr, self.events)
+        self.media = (
+            None
+            if policy.media is None
+            else MediaAnchor(policy.media, policy, ksr, self.events, ONREPLY_ROUTE)
+        )
+        self.router = EdgeRouter(policy, ksr, self.events, self.media)
         self.outbound_tls = OutboundTlsCheck(policy)
 
     def child_init(self, rank: int) -> int:
         # Each worker needs its own Redis connection and file descriptor.
         self.state.reset()
         self.events.reopen()
+        if self.media is not None:
+            self.media.open()
         return 0
 
     def protect(self, view: KsrMessage | None = None) -> bool:
         """Run the pipeline on the current request; True when it was stopped."""
+        return self.screen(view, arm_reply_route=True).blocked
+
+    def screen(self, view: KsrMessage | None = None, *, arm_reply_route: bool) -> Screening:
+        """Run the pipeline on the current request and apply the decision.
+
+        ``arm_reply_route`` is for sipshield's own routing only: a
+        configuration that keeps its routing has its own reply routes, and
+        calls :meth:`observe_reply` from them instead.
+        """
         try:
             self.events.flush_pending()
             view = view or KsrMessage(self.ksr)
             if (view.src_ip, view.src_port) == self.trusted_pbx:
-                return False
+                return Screening(blocked=False)
             decision = self.pipeline.run(view)
             if remediation.apply(decision, self.ksr):
-                return True
-            if self.pipeline.observes_replies and not view.in_dialog:
+                return Screening(blocked=True, decision=decision)
+            if arm_reply_route and self.pipeline.observes_replies and not view.in_dialog:
                 # Failed-auth and sweep counting read the final reply.
+                self.ksr.setflag(OBSERVED_FLAG)
                 self.ksr.tm.t_on_reply(ONREPLY_ROUTE)
-            return False
+            return Screening(blocked=False, decision=decision)
         except Exception:
             # Only a bug in sipshield's core reaches here (module errors are
             # handled by the pipeline); never take Kamailio down for it.
             log.exception("sipshield core error; request served unchecked")
-            return False
+            return Screening(blocked=False)
+
+    def observe_reply(self) -> None:
+        """Show the current reply, when final, to the modules that observe replies."""
+        try:
+            status = int(self.ksr.pv.get("$rs") or 0)
+            if status >= 200 and self.pipeline.observes_replies:
+                self.pipeline.observe(ReplyFacts.from_ksr(self.ksr))
+        except Exception:
+            log.exception("sipshield core error while observing a reply")
+
+    def on_record_route(self) -> None:
+        """Hook: a dialog-forming request was just record-routed by the configuration.
+
+        With dialog_guard on, the dialog token of the party that sent it (the
+        caller) goes into the Record-Route.  The configuration's own routing
+        record-routes each dialog once, so the same entry also needs the
+        callee's token: :meth:`on_branch` adds it per branch.
+        """
+        tokens = self.router.tokens
+        if tokens is None:
+            return
+        try:
+            view = KsrMessage(self.ksr)
+            if not view.in_dialog:
+                tokens.sign_leg(self.ksr, view, towards_outside=False)
+        except Exception:
+            log.exception("sipshield core error while signing the caller leg")
+
+    def on_branch(self) -> None:
+        """Hook: a branch of a request is about to be sent (a branch route).
+
+        For a record-routed dialog-forming request, the branch's destination
+        is the callee: its token goes into the same Record-Route entry as the
+        caller's (:data:`sipshield.dialog_tokens.BRANCH_PARAM`).
+        """
+        tokens = self.router.tokens
+        if tokens is None:
+            return
+        try:
+            view = KsrMessage(self.ksr)
+            if not view.in_dialog and view.method in DIALOG_FORMING:
+                tokens.sign_leg(self.ksr, view, towards_outside=True, param=BRANCH_PARAM)
+        except Exception:
+            log.exception("sipshield core error while signing the callee leg")
 
     def ksr_request_route(self, msg: Any) -> int:
         view = KsrMessage(self.ksr)
@@ -90,13 +191,34 @@ class KemiHandler:
         return 1
 
     def ksr_onreply_route(self, msg: Any) -> int:
-        """Replies of transactions armed in protect(); final ones go to the observers."""
-        try:
-            status = int(self.ksr.pv.get("$rs") or 0)
-            if status >= 200:
-                self.pipeline.observe(ReplyFacts.from_ksr(self.ksr))
-        except Exception:
-            log.exception("sipshield core error while observing a reply")
+        """Replies of transactions armed in protect() (final ones go to the observers)
+        or by the media anchoring (their SDP goes through rtpengine)."""
+        if self.ksr.isflagset(OBSERVED_FLAG) > 0:
+            self.observe_reply()
+        if self.media is not None:
+            try:
+                self.media.on_reply()
+            except Exception:
+                log.exception("sipshield core error while anchoring a reply's media")
+        return 1
+
+    # The drop-in's python_exec() entry points: a native configuration keeps
+    # its routing and calls these from it (see kamailio-cfg/sipshield-dropin.cfg).
+
+    def sipshield_request(self, msg: Any) -> int:
+        blocked = self.screen(arm_reply_route=False).blocked
+        return ROUTE_BLOCKED if blocked else ROUTE_PASSED
+
+    def sipshield_reply(self, msg: Any) -> int:
+        self.observe_reply()
+        return 1
+
+    def sipshield_record_route(self, msg: Any) -> int:
+        self.on_record_route()
+        return 1
+
+    def sipshield_branch(self, msg: Any) -> int:
+        self.on_branch()
         return 1
 
     def ksr_tls_event(self, event_name: str) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import redis
 import yaml
 
+from sipshield.dialog_tokens import rotate_key_file
 from sipshield.net import free_port
 from sipshield.policy import Policy, load_policy
 from sipshield.rtpengine import NgError, RtpengineClient
@@ -107,13 +108,22 @@ def _lab_policy(
     if data["tls"]["ca_list"] is None:
         data["tls"]["ca_list"] = str(tls.ca_cert)
     data["listeners"] = {
-        "udp": f"{host}:{ports['sip']}",
-        "tcp": f"{host}:{ports['sip']}",
-        "tls": f"{host}:{ports['tls']}",
+        "udp": f"{sip_address}:{ports['sip']}",
+        "tcp": f"{sip_address}:{ports['sip']}",
+        "tls": f"{sip_address}:{ports['tls']}",
     }
     data["peers"]["pbx"] = {"address": f"{host}:{ports['pbx']}", "transport": "udp"}
     data["redis"]["url"] = f"redis://{host}:{ports['redis']}/0"
     data["events"]["file"] = str(directory / "events.jsonl")
+    # Dialog-token keys (dialog_guard): the lab's own, where the policy's file is absent.
+    for entry in data["modules"]:
+        if entry["name"] == "dialog_guard" and not Path(entry["key_file"]).is_file():
+            entry["key_file"] = str(directory / "dialog-keys")
+            if not (directory / "dialog-keys").exists():
+                rotate_key_file(directory / "dialog-keys")
+    if data.get("media"):
+        # Media is anchored in the lab's own rtpengine.
+        data["media"]["rtpengine"]["ng"] = [f"{host}:{ports['ng']}"]
     return Policy.model_validate(data)
 
 
@@ -387,6 +397,22 @@ def _pong(address: tuple[str, int]) -> bool:
         quiet.setLevel(level)
         client.close()
     return True
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time so far of every live process in a process group.
+
+    A Kamailio's cost is the sum over its main process and all its workers;
+    benchmarks read this before and after a load.
+    """
+    total = 0
+    for pid in group_members(pgid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def group_members(pgid: int) -> list[int]:

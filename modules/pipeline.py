@@ -29,7 +29,7 @@ from sipshield.policy import PluginConfig, Policy, PolicyError
 from sipshield.registry import BUILTIN_MODULES
 from sipshield.reply import ReplyFacts
 from sipshield.state import SharedState, StateUnavailable
-from sipshield.verdict import CONTINUE, Accept, Ban, Reject, Verdict
+from sipshield.verdict import CONTINUE, Accept, Alert, Ban, Reject, Verdict
 
 log = logging.getLogger("sipshield.pipeline")
 
@@ -150,6 +150,9 @@ class Pipeline:
                 return failed
             if isinstance(outcome, Accept):
                 return Decision(outcome, stage.name)
+            if isinstance(outcome, Alert):
+                self._emit(stage, msg, outcome.action, outcome.reason, stage.mode)
+                continue
             if stage.mode == "monitor":
                 self._emit(stage, msg, outcome.action, outcome.reason, "monitor")
                 continue

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from sipshield.bans import BanSettings
+from sipshield.media_policy import MediaSettings
 from sipshield.module import FailureMode, ModuleConfig
 from sipshield.policy_types import HostPort, Network, Transport
 from sipshield.registry import BUILTIN_MODULES
@@ -229,11 +230,19 @@ class Policy(_Strict):
     # The SIP domain served by the PBX.
     domain: str
     listeners: Listeners = Field(default_factory=Listeners)
+    # A cluster's shared address ("host:port": a VIP or a name), written in
+    # every Record-Route instead of this node's own listener, so that any node
+    # takes a dialog's next request.  Each node must answer for it: kamailio.cfg
+    # aliases it (define CLUSTER_ADDRESS); Kamailio refuses to start otherwise.
+    record_route_address: HostPort | None = None
     tls: TlsSettings = Field(default_factory=TlsSettings)
     peers: Peers
     redis: RedisSettings = Field(default_factory=RedisSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     bans: BanSettings = Field(default_factory=BanSettings)
+    # Media anchoring in rtpengine and the media policy per peer class; None
+    # leaves SDP untouched (see sipshield.media_policy).
+    media: MediaSettings | None = None
     # What a crash inside a module does to the request, unless the module says.
     on_module_error: FailureMode = "open"
     # The security modules, in the order they look at a request.
@@ -251,6 +260,14 @@ class Policy(_Strict):
                 )
             if trunk.mtls.ca is None and self.tls.ca_list is None:
                 raise ValueError(f"trunk {trunk.name}: mtls needs mtls.ca or tls.ca_list")
+        return self
+
+    @model_validator(mode="after")
+    def _media_trunks_exist(self) -> Policy:
+        known = {trunk.name for trunk in self.peers.trunks}
+        unknown = sorted(set(self.media.trunks) - known) if self.media else []
+        if unknown:
+            raise ValueError(f"media.trunks names no trunk in peers.trunks: {', '.join(unknown)}")
         return self
 
 

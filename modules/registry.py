@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from sipshield.ban_check import BanCheck
 from sipshield.brute_force import BruteForce
+from sipshield.cancel_guard import CancelGuard
+from sipshield.dialog_guard import DialogGuard
 from sipshield.flood import FloodControl
 from sipshield.ip_controls import IpControls
 from sipshield.module import SecurityModule
+from sipshield.refer_policy import ReferPolicy
+from sipshield.registration_guard import RegistrationGuard
 from sipshield.scanner import ScannerDetection
 from sipshield.sdes_guard import SdesGuard
 from sipshield.tls_policy import TlsPolicy
@@ -28,5 +32,9 @@ BUILTIN_MODULES: dict[str, type[SecurityModule]] = {
         BruteForce,
         TlsPolicy,
         SdesGuard,
+        DialogGuard,
+        CancelGuard,
+        RegistrationGuard,
+        ReferPolicy,
     )
 }

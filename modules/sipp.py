@@ -158,7 +158,15 @@ def run_sipp(scenario: str, target: str, **options: object) -> SippResult:
 class SippServer:
     """A SIPp UAS running in the background until :meth:`finish`."""
 
-    def __init__(self, scenario: str, *, local_port: int, calls: int = 1, **options: object):
+    def __init__(
+        self,
+        scenario: str,
+        *,
+        local_port: int,
+        calls: int = 1,
+        extra_argv: tuple[str, ...] = (),
+        **options: object,
+    ):
         self._tmp = tempfile.TemporaryDirectory(prefix="sipp-uas-")
         self.workdir = Path(self._tmp.name)
         argv = sipp_command(
@@ -170,6 +178,7 @@ class SippServer:
             **options,  # type: ignore[arg-type]
         )
         argv.remove("")  # a UAS has no target
+        argv += extra_argv
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.workdir
         )

@@ -45,6 +45,15 @@ class Accept(Verdict):
 
 
 @dataclass(frozen=True)
+class Alert(Verdict):
+    """Let the request go on, but report it: an event, and the next module runs.
+
+    For what is suspicious but not proof (a registration that moves); the
+    policy decides per module whether such a finding alerts or denies.
+    """
+
+
+@dataclass(frozen=True)
 class Reject(Verdict):
     """Answer the request statelessly with ``code`` and never forward it.
 

@@ -72,10 +72,14 @@ class RtpengineClient:
         return SdpResult(reply.get_str("sdp"), reply)
 
     def delete(
-        self, call_id: str, from_tag: str | None = None, to_tag: str | None = None
+        self,
+        call_id: str,
+        from_tag: str | None = None,
+        to_tag: str | None = None,
+        delete_delay: int | None = None,
     ) -> NgReply:
         """Delete a call. rtpengine answers an unknown call with ok plus a warning."""
-        return self.request(Delete(call_id, from_tag, to_tag))
+        return self.request(Delete(call_id, from_tag, to_tag, delete_delay))
 
     def query(self, call_id: str, from_tag: str | None = None) -> NgReply:
         """Return rtpengine's call state (tags, streams, counters) in ``reply.data``."""

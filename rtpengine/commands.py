@@ -111,11 +111,16 @@ class Delete:
     call_id: str
     from_tag: str | None = None
     to_tag: str | None = None
+    # Seconds rtpengine keeps the deleted call; None: its configured delay.  0 frees
+    # the ports at once, so a new offer with the same Call-ID (an INVITE retried after
+    # a 407) starts a fresh call instead of reviving the doomed one.
+    delete_delay: int | None = None
 
     def to_ng(self) -> dict[str, Encodable]:
-        return _with_tags(
-            {"command": self.name, "call-id": self.call_id}, self.from_tag, self.to_tag
-        )
+        ng = _with_tags({"command": self.name, "call-id": self.call_id}, self.from_tag, self.to_tag)
+        if self.delete_delay is not None:
+            ng["delete-delay"] = self.delete_delay
+        return ng
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,20 +13,19 @@ so the events file counts exactly the banned packets that reached Kamailio.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
-import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
+from sipshield import netns as plumbing
+from sipshield.netns import Namespace, NamespacesRefused, NftSync
 from sipshield.sipp import run_sipp
-from tests.integration.lab_fixture import SIPSHIELD, RunningLab, lab_down
+from tests.integration.lab_fixture import RunningLab
 
 pytestmark = pytest.mark.integration
 
@@ -40,63 +39,14 @@ modules:
 FLOOD = 200
 
 
-@dataclass
-class Namespace:
-    name: str
-    veth: str
-    inner: str  # the SBC, inside the namespace
-    attacker: str  # host end of the veth pair
-    legit: str  # host end too, a second address
-
-    def argv(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            self.argv(*argv), capture_output=True, text=True, timeout=60, check=check
-        )
-
-
-def _ip(*argv: str) -> None:
-    subprocess.run(["ip", *argv], capture_output=True, text=True, check=True, timeout=10)
-
-
-def _unused_subnet() -> ipaddress.IPv4Network:
-    routes = subprocess.run(
-        ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=True
-    ).stdout
-    for _ in range(50):
-        subnet = ipaddress.ip_network(
-            f"10.231.{secrets.randbelow(256)}.{8 * secrets.randbelow(32)}/29"
-        )
-        if f"{subnet.network_address}" not in routes:
-            return subnet
-    raise AssertionError("no free /29 in 10.231.0.0/16")
-
-
 @pytest.fixture(scope="module")
 def netns() -> Iterator[Namespace]:
-    suffix = secrets.token_hex(3)
-    name = f"sipshield-test-{suffix}"
-    added = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if added.returncode != 0:
-        pytest.skip(f"network namespaces are not permitted here: {added.stderr.strip()}")
-    subnet = _unused_subnet()
-    hosts = [str(h) for h in subnet.hosts()]
-    ns = Namespace(name, f"ssh{suffix}h", hosts[1], hosts[0], hosts[2])
-    try:
-        _ip("link", "add", ns.veth, "type", "veth", "peer", "name", f"ssh{suffix}n", "netns", name)
-        _ip("addr", "add", f"{ns.attacker}/29", "dev", ns.veth)
-        _ip("addr", "add", f"{ns.legit}/29", "dev", ns.veth)
-        _ip("link", "set", ns.veth, "up")
-        _ip("-n", name, "addr", "add", f"{ns.inner}/29", "dev", f"ssh{suffix}n")
-        _ip("-n", name, "link", "set", f"ssh{suffix}n", "up")
-        _ip("-n", name, "link", "set", "lo", "up")
+    with contextlib.ExitStack() as stack:
+        try:
+            ns = stack.enter_context(plumbing.namespace("sipshield-test"))
+        except NamespacesRefused as exc:
+            pytest.skip(str(exc))
         yield ns
-    finally:
-        # Deleting the namespace destroys its end of the pair, and with it the host's end.
-        subprocess.run(["ip", "link", "del", ns.veth], capture_output=True)
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -104,97 +54,20 @@ def edge(netns: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """The lab inside the namespace, its SIP listeners on the namespace's veth address."""
     directory = tmp_path_factory.mktemp("kernel")
     (directory / "policy.yaml").write_text(POLICY)
-    up = netns.run(
-        *SIPSHIELD, "lab", "up", "--policy", str(directory / "policy.yaml"),
-        "--dir", str(directory / "lab"), "--detach", "--sip-address", netns.inner,
-        check=False,
-    )  # fmt: skip
-    lab_json = directory / "lab" / "lab.json"
-    running = RunningLab(
-        directory / "lab", json.loads(lab_json.read_text()) if lab_json.exists() else {}
-    )
-    try:
-        assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
-        yield running
-    finally:
-        if running.info:
-            lab_down(running)
+    with plumbing.lab_in(netns, directory / "policy.yaml", directory / "lab") as info:
+        yield RunningLab(directory / "lab", info)
 
 
-class NftSync:
-    """`sipshield nft-sync` running inside the namespace, stopped with SIGTERM."""
-
-    def __init__(self, netns: Namespace, lab: RunningLab):
-        self.netns = netns
-        self.log = lab.directory / f"nft-sync-{secrets.token_hex(2)}.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                netns.argv(*SIPSHIELD, "nft-sync", "--lab", str(lab.directory)),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, after: int = 0, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output()[after:]:
-                return
-            assert self.proc.poll() is None, f"nft-sync exited:\n{self.output()}"
-            time.sleep(0.05)
-        raise AssertionError(f"nft-sync never logged {text!r}:\n{self.output()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait()
-
-
-@contextlib.contextmanager
-def nft_sync(netns: Namespace, lab: RunningLab) -> Iterator[NftSync]:
-    sync = NftSync(netns, lab)
-    try:
-        sync.wait_for_log("synchronised")
-        yield sync
-    finally:
-        code = sync.stop()
-    assert code == 0, f"nft-sync exited {code}:\n{sync.output()}"
+def nft_sync(netns: Namespace, lab: RunningLab) -> contextlib.AbstractContextManager[NftSync]:
+    return plumbing.nft_sync(netns, lab.directory)
 
 
 def cli_bans(netns: Namespace, lab: RunningLab, *argv: str) -> str:
-    return netns.run(*SIPSHIELD, "bans", "--lab", str(lab.directory), *argv).stdout
+    return plumbing.bans(netns, lab.directory, *argv)
 
 
-def kernel_set(netns: Namespace, name: str = "banned4") -> dict[str, dict] | None:
-    """Elements of one set, {address: {timeout, expires}}; None without the table."""
-    listed = netns.run("nft", "-j", "list", "set", "inet", "sipshield", name, check=False)
-    if listed.returncode != 0:
-        return None
-    elements: dict[str, dict] = {}
-    for item in json.loads(listed.stdout)["nftables"]:
-        for elem in item.get("set", {}).get("elem", []):
-            if isinstance(elem, dict) and "elem" in elem:
-                elements[str(elem["elem"]["val"])] = elem["elem"]
-            else:
-                elements[str(elem)] = {}
-    return elements
-
-
-def dropped_counter(netns: Namespace) -> int:
-    listed = netns.run("nft", "-j", "list", "chain", "inet", "sipshield", "prerouting")
-    packets = 0
-    for item in json.loads(listed.stdout)["nftables"]:
-        for statement in item.get("rule", {}).get("expr", []):
-            if "counter" in statement:
-                packets += statement["counter"]["packets"]
-    return packets
+kernel_set = plumbing.kernel_set
+dropped_counter = plumbing.kernel_drops
 
 
 def poll(condition, timeout: float = 5.0) -> bool:

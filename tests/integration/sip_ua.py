@@ -1,0 +1,369 @@
+"""A small SIP user agent for media tests: calls with chosen SDP, over UDP or TLS.
+
+SIPp's scenarios fix their SDP and cannot show what the far end received;
+these tests need both (an SRTP offer, then the SDP the callee saw, then RTP
+to the ports in it).  Registration and calls carry digest credentials for
+the lab PBX.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+
+from tests.integration.lab_fixture import RunningLab
+
+_AUTH_PARAM = re.compile(r'(\w+)="?([^",]*)"?')
+
+
+@dataclass
+class SipMessage:
+    start: str
+    headers: list[tuple[str, str]]
+    body: str = ""
+
+    @property
+    def status(self) -> int:
+        return int(self.start.split()[1]) if self.start.startswith("SIP/2.0") else 0
+
+    @property
+    def method(self) -> str:
+        return self.start.split()[0]
+
+    def header(self, name: str) -> str:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), "")
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def to_bytes(self) -> bytes:
+        lines = [self.start] + [
+            f"{k}: {v}" for k, v in self.headers if k.lower() != "content-length"
+        ]
+        body = self.body.encode()
+        return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def parse(data: bytes) -> SipMessage:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name.strip(), value.strip()))
+    return SipMessage(lines[0], headers, body.decode(errors="replace"))
+
+
+def sdp(port: int, proto: str = "RTP/AVP", ip: str = "127.0.0.1", *extra: str) -> str:
+    lines = [
+        "v=0",
+        f"o=- {secrets.randbelow(10**9)} 1 IN IP4 {ip}",
+        "s=-",
+        f"c=IN IP4 {ip}",
+        "t=0 0",
+        f"m=audio {port} {proto} 0",
+        "a=rtpmap:0 PCMU/8000",
+        *extra,
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def media_port(body: str) -> int:
+    return int(re.search(r"^m=audio (\d+)", body, re.MULTILINE).group(1))  # type: ignore[union-attr]
+
+
+def media_address(body: str) -> str:
+    return re.search(r"^c=IN IP4 (\S+)", body, re.MULTILINE).group(1)  # type: ignore[union-attr]
+
+
+class UserAgent:
+    """One user, one signalling socket (UDP, or a TLS connection kept open)."""
+
+    def __init__(self, lab: RunningLab, user: str, transport: str = "udp", ip: str = "127.0.0.1"):
+        self.lab, self.user, self.transport, self.ip = lab, user, transport, ip
+        self.sbc = lab.sip(transport)
+        if transport == "tls":
+            context = ssl.create_default_context(cafile=lab.info["tls"]["ca"])
+            raw = socket.create_connection(self.sbc, timeout=5, source_address=(ip, 0))
+            self.sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")
+            self._buffer = b""
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((ip, 0))
+            self.sock.settimeout(5)
+        self.port = self.sock.getsockname()[1]
+        self.tag = secrets.token_hex(4)
+        self.cseq = 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # --- wire ---------------------------------------------------------------------
+
+    def send(self, message: SipMessage) -> None:
+        data = message.to_bytes()
+        if self.transport == "tls":
+            self.sock.sendall(data)
+        else:
+            self.sock.sendto(data, self.sbc)
+
+    def receive(self, timeout: float = 5.0) -> SipMessage:
+        self.sock.settimeout(timeout)
+        if self.transport != "tls":
+            while True:
+                data = self.sock.recv(65535)
+                if data.strip():  # skip keepalives
+                    return parse(data)
+        while True:
+            if b"\r\n\r\n" in self._buffer:
+                head, _, rest = self._buffer.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?im)^content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+                if len(rest) >= length:
+                    self._buffer = rest[length:]
+                    return parse(head + b"\r\n\r\n" + rest[:length])
+            chunk = self.sock.recv(65535)
+            if not chunk:
+                raise ConnectionError("TLS connection closed")
+            self._buffer = self._buffer.lstrip(b"\r\n") + chunk
+
+    def response(self, timeout: float = 5.0) -> SipMessage:
+        """The next final (or 18x with SDP) response, skipping 100 and requests."""
+        while True:
+            msg = self.receive(timeout)
+            if msg.status >= 200 or (msg.status > 100 and msg.body):
+                return msg
+
+    # --- requests -----------------------------------------------------------------
+
+    def _via(self) -> str:
+        branch = "z9hG4bK" + secrets.token_hex(6)
+        return f"SIP/2.0/{self.transport.upper()} {self.ip}:{self.port};branch={branch};rport"
+
+    def request(
+        self,
+        method: str,
+        ruri: str,
+        to: str,
+        call_id: str,
+        body: str = "",
+        extra: list[tuple[str, str]] | None = None,
+        cseq: int | None = None,
+    ) -> SipMessage:
+        headers = [
+            ("Via", self._via()),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:{self.user}@{self.lab.domain}>;tag={self.tag}"),
+            ("To", to),
+            ("Call-ID", call_id),
+            ("CSeq", f"{cseq or self.cseq} {method}"),
+            ("Contact", f"<sip:{self.user}@{self.ip}:{self.port};transport={self.transport}>"),
+            *(extra or []),
+        ]
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        return SipMessage(f"{method} {ruri} SIP/2.0", headers, body)
+
+    def _credentials(self, challenge: str, method: str, ruri: str) -> str:
+        params = dict(_AUTH_PARAM.findall(challenge))
+        password = self.lab.password(self.user)
+        ha1 = hashlib.md5(f"{self.user}:{params['realm']}:{password}".encode()).hexdigest()
+        ha2 = hashlib.md5(f"{method}:{ruri}".encode()).hexdigest()
+        response = hashlib.md5(f"{ha1}:{params['nonce']}:{ha2}".encode()).hexdigest()
+        return (
+            f'Digest username="{self.user}", realm="{params["realm"]}", '
+            f'nonce="{params["nonce"]}", uri="{ruri}", response="{response}", algorithm=MD5'
+        )
+
+    def register(self) -> int:
+        ruri = f"sip:{self.lab.domain}"
+        to = f"<sip:{self.user}@{self.lab.domain}>"
+        call_id = secrets.token_hex(8)
+        extra = [("Expires", "300")]
+        self.send(self.request("REGISTER", ruri, to, call_id, extra=extra))
+        reply = self.response()
+        if reply.status == 401:
+            self.cseq += 1
+            auth = self._credentials(reply.header("WWW-Authenticate"), "REGISTER", ruri)
+            self.send(
+                self.request("REGISTER", ruri, to, call_id, extra=extra + [("Authorization", auth)])
+            )
+            reply = self.response()
+        self.cseq += 1
+        return reply.status
+
+    def call(self, callee: str, offer: str, timeout: float = 10.0) -> Call:
+        """INVITE ``callee`` (answering the PBX's 407); returns with the final response."""
+        ruri = f"sip:{callee}@{self.lab.domain}"
+        to = f"<{ruri}>"
+        call = Call(self, secrets.token_hex(10), ruri)
+        invite = self.request("INVITE", ruri, to, call.call_id, offer)
+        self.send(invite)
+        reply = self.response(timeout)
+        if reply.status == 407:
+            self._ack_failure(invite, reply)
+            self.cseq += 1
+            auth = self._credentials(reply.header("Proxy-Authenticate"), "INVITE", ruri)
+            invite = self.request(
+                "INVITE", ruri, to, call.call_id, offer, extra=[("Proxy-Authorization", auth)]
+            )
+            self.send(invite)
+            reply = self.response(timeout)
+        call.invite, call.reply = invite, reply
+        if reply.status >= 300:
+            self._ack_failure(invite, reply)
+        elif reply.status == 200:
+            call.ack()
+        return call
+
+    def _ack_failure(self, invite: SipMessage, reply: SipMessage) -> None:
+        headers = [
+            ("Via", invite.header("Via")),
+            ("Max-Forwards", "70"),
+            ("From", invite.header("From")),
+            ("To", reply.header("To")),
+            ("Call-ID", invite.header("Call-ID")),
+            ("CSeq", f"{invite.header('CSeq').split()[0]} ACK"),
+        ]
+        self.send(SipMessage(invite.start.replace("INVITE", "ACK", 1), headers))
+
+    # --- answering ----------------------------------------------------------------
+
+    def answer_in_background(self, answer: str, status: int = 200) -> Answering:
+        return Answering(self, answer, status)
+
+
+@dataclass
+class Call:
+    ua: UserAgent
+    call_id: str
+    ruri: str
+    invite: SipMessage | None = None
+    reply: SipMessage | None = None
+
+    def _in_dialog(self, method: str, cseq: int) -> SipMessage:
+        assert self.reply is not None
+        routes = list(reversed(self.reply.all("Record-Route")))
+        contact = re.search(r"<([^>]+)>", self.reply.header("Contact")).group(1)  # type: ignore[union-attr]
+        extra = [("Route", ", ".join(routes))] if routes else []
+        return self.ua.request(
+            method, contact, self.reply.header("To"), self.call_id, extra=extra, cseq=cseq
+        )
+
+    def ack(self) -> None:
+        assert self.invite is not None
+        self.ua.send(self._in_dialog("ACK", int(self.invite.header("CSeq").split()[0])))
+
+    def bye(self) -> int:
+        self.ua.send(self._in_dialog("BYE", self.ua.cseq + 10))
+        return self.ua.response().status
+
+
+class Answering:
+    """Waits for one INVITE on ``ua`` and answers it; then takes the ACK and a BYE."""
+
+    def __init__(self, ua: UserAgent, answer: str, status: int) -> None:
+        self.ua, self.answer, self.status = ua, answer, status
+        self.invite: SipMessage | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.answered = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _reply(self, request: SipMessage, status: int, reason: str, body: str = "") -> None:
+        headers = [(k, v) for k, v in request.headers if k.lower() in ("via", "record-route")]
+        to = request.header("To")
+        if ";tag=" not in to:
+            to += f";tag={self.ua.tag}"
+        headers += [
+            ("From", request.header("From")),
+            ("To", to),
+            ("Call-ID", request.header("Call-ID")),
+            ("CSeq", request.header("CSeq")),
+            (
+                "Contact",
+                f"<sip:{self.ua.user}@{self.ua.ip}:{self.ua.port};transport={self.ua.transport}>",
+            ),
+        ]
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        self.ua.send(SipMessage(f"SIP/2.0 {status} {reason}", headers, body))
+
+    def _run(self) -> None:
+        try:
+            while True:
+                msg = self.ua.receive(timeout=15)
+                if msg.status:
+                    continue
+                if msg.method == "INVITE":
+                    self.invite = msg
+                    if self.status == 200:
+                        self._reply(msg, 180, "Ringing")
+                        self._reply(msg, 200, "OK", self.answer)
+                        self.answered.set()
+                    else:
+                        self._reply(msg, self.status, "Busy Here")
+                        self.answered.set()
+                        return
+                elif msg.method == "BYE":
+                    self._reply(msg, 200, "OK")
+                    return
+                elif msg.method != "ACK":
+                    self._reply(msg, 200, "OK")
+        except BaseException as exc:  # reported to the test by wait()
+            self.error = exc
+        finally:
+            self.answered.set()
+            self.done.set()
+
+    def wait(self, timeout: float = 20) -> SipMessage:
+        """The INVITE as the callee received it, once answered."""
+        self.answered.wait(timeout)
+        if self.invite is None:
+            raise AssertionError(f"the callee got no INVITE ({self.error!r})")
+        return self.invite
+
+
+@dataclass
+class RtpPeer:
+    """A media socket that sends RTP and counts what arrives, by SSRC."""
+
+    ip: str = "127.0.0.1"
+    sock: socket.socket = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.ip, 0))
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def send(self, target: tuple[str, int], ssrc: int, count: int, payload: bytes = b"") -> None:
+        for seq in range(count):
+            packet = payload or (
+                bytes([0x80, 0])
+                + seq.to_bytes(2, "big")
+                + (seq * 160).to_bytes(4, "big")
+                + ssrc.to_bytes(4, "big")
+                + b"\xff" * 160
+            )
+            self.sock.sendto(packet, target)
+
+    def receive(self, timeout: float = 0.5) -> list[bytes]:
+        self.sock.settimeout(timeout)
+        got = []
+        try:
+            while True:
+                got.append(self.sock.recv(4096))
+        except (TimeoutError, BlockingIOError):
+            pass
+        return got
+
+    def close(self) -> None:
+        self.sock.close()

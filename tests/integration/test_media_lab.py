@@ -1,0 +1,245 @@
+"""Media anchoring through the real SBC, PBX and rtpengine: SDP, RTP, SRTP policy, teardown.
+
+Calls are made by :mod:`tests.integration.sip_ua` (chosen SDP, the far end's
+SDP visible); RTP is sent with plain UDP sockets to the ports rtpengine
+announced.  The PBX is a proxy, so a call between two users crosses the SBC
+twice: rtpengine holds the legs as ``Call-ID`` and ``Call-ID~out``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sipshield.media_policy import weak_suite
+from sipshield.rtpengine import RtpengineClient
+from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
+from tests.integration.sip_ua import RtpPeer, UserAgent, media_address, media_port, sdp
+
+pytestmark = pytest.mark.integration
+
+TRUNK_IP = "127.0.0.30"
+INJECTOR_IP = "127.0.0.9"
+CRYPTO = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
+WEAK_CRYPTO = "a=crypto:1 NULL_HMAC_SHA1_32 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
+ZRTP_HASH = "a=zrtp-hash:1.10 " + "ab" * 32
+
+POLICY = f"""\
+domain: sipshield.lab
+peers:
+  pbx: {{address: 127.0.0.1:5090}}
+  trunks:
+    - {{name: carrier, target: "{TRUNK_IP}:5060", sources: [{TRUNK_IP}/32]}}
+media:
+  rtpengine: {{ng: ["127.0.0.1:2223"]}}
+  on_failure: ON_FAILURE
+  users: {{srtp: USERS_SRTP}}
+  trunks:
+    carrier: {{srtp: mandatory}}
+"""
+
+
+def _policy(tmp_path, users_srtp: str = "optional", on_failure: str = "reject"):
+    path = tmp_path / f"media-{users_srtp}-{on_failure}.yaml"
+    path.write_text(POLICY.replace("USERS_SRTP", users_srtp).replace("ON_FAILURE", on_failure))
+    return path
+
+
+@pytest.fixture(scope="module")
+def media_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    directory = tmp_path_factory.mktemp("media-lab")
+    running = lab_up(_policy(directory), directory / "lab")
+    yield running
+    lab_down(running)
+
+
+def _rtpengine(lab: RunningLab) -> RtpengineClient:
+    host, _, port = lab.info["rtpengine_ng"].rpartition(":")
+    return RtpengineClient([(host, int(port))], timeout=1.0)
+
+
+def _legs_left(lab: RunningLab, call_id: str) -> list[str]:
+    client = _rtpengine(lab)
+    try:
+        return [c for c in client.list_calls() if c.startswith(call_id)]
+    finally:
+        client.close()
+
+
+def _in_rtp_range(lab: RunningLab, port: int) -> bool:
+    low, high = lab.info["rtp_ports"]
+    return low <= port <= high
+
+
+def _register(lab: RunningLab, user: str, transport: str = "udp", ip: str = "127.0.0.1"):
+    ua = UserAgent(lab, user, transport, ip)
+    assert ua.register() == 200
+    return ua
+
+
+def test_call_media_is_anchored_flows_resists_injection_and_is_torn_down(media_lab):
+    lab = media_lab
+    callee = _register(lab, "bob")
+    caller = UserAgent(lab, "alice")
+    alice_media, bob_media, injector = RtpPeer(), RtpPeer(), RtpPeer(INJECTOR_IP)
+    # Alice is behind NAT: her SDP names a private address, her media comes from 127.0.0.1.
+    answering = callee.answer_in_background(sdp(bob_media.port))
+    call = caller.call("bob", sdp(alice_media.port, ip="10.0.0.5"))
+    seen_by_bob = answering.wait().body
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    seen_by_alice = call.reply.body
+
+    # Both ends see rtpengine, never each other (nor the private address).
+    for body in (seen_by_bob, seen_by_alice):
+        assert media_address(body) == "127.0.0.1"
+        assert _in_rtp_range(lab, media_port(body)), (media_port(body), lab.info["rtp_ports"])
+        assert "10.0.0.5" not in body
+    assert media_port(seen_by_bob) != alice_media.port
+    assert media_port(seen_by_alice) != bob_media.port
+    assert set(_legs_left(lab, call.call_id)) == {call.call_id, call.call_id + "~out"}
+
+    # RTP flows both ways through the relay (latched despite the private SDP address).
+    # rtpengine 10.5 commits to a source with the first packet 3-4 s (whole seconds)
+    # after the last signalling; strict source applies from then on.
+    to_bob = ("127.0.0.1", media_port(seen_by_alice))
+    to_alice = ("127.0.0.1", media_port(seen_by_bob))
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        alice_media.send(to_bob, ssrc=0xA11CE, count=1)
+        bob_media.send(to_alice, ssrc=0xB0B, count=1)
+        time.sleep(0.02)
+    assert bob_media.receive(), "no RTP from alice reached bob"
+    assert alice_media.receive(), "no RTP from bob reached alice"
+
+    # Injection from a third address to the port alice sends to is not forwarded;
+    # alice's own media still is.
+    injector.send(to_bob, ssrc=0xBAD, count=20)
+    alice_media.send(to_bob, ssrc=0xA11CE, count=5)
+    arrived = bob_media.receive()
+    ssrcs = {int.from_bytes(p[8:12], "big") for p in arrived}
+    assert 0xBAD not in ssrcs
+    assert 0xA11CE in ssrcs
+
+    assert call.bye() == 200
+    answering.done.wait(5)
+    assert _legs_left(lab, call.call_id) == []
+    for sock in (alice_media, bob_media, injector, caller, callee):
+        sock.close()
+
+
+def test_failed_call_leaves_no_media_behind(media_lab):
+    lab = media_lab
+    callee = _register(lab, "carol")
+    caller = UserAgent(lab, "dave")
+    answering = callee.answer_in_background("", status=486)
+    call = caller.call("carol", sdp(RtpPeer().port))
+    answering.wait()
+    assert call.reply is not None and call.reply.status == 486
+    time.sleep(0.3)
+    assert _legs_left(lab, call.call_id) == []
+    caller.close()
+    callee.close()
+
+
+def test_zrtp_offer_is_relayed_untouched_end_to_end(make_lab, tmp_path):
+    # Even where SRTP is mandatory: ZRTP keys the media end to end.
+    lab = make_lab(_policy(tmp_path, users_srtp="mandatory").read_text())
+    callee = _register(lab, "bob")
+    caller = UserAgent(lab, "alice")
+    alice_media, bob_media = RtpPeer(), RtpPeer()
+    answering = callee.answer_in_background(sdp(bob_media.port, "RTP/AVP", "127.0.0.1", ZRTP_HASH))
+    call = caller.call("bob", sdp(alice_media.port, "RTP/AVP", "127.0.0.1", ZRTP_HASH))
+    seen_by_bob = answering.wait().body
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    for body in (seen_by_bob, call.reply.body):
+        assert ZRTP_HASH in body
+        assert "m=audio" in body and "RTP/AVP" in body and "a=crypto" not in body
+        assert _in_rtp_range(lab, media_port(body))
+    # A ZRTP Hello (magic cookie "ZRTP") passes byte for byte, both ways.
+    hello = bytes([0x10, 0, 0, 1]) + b"ZRTP" + (0x1234).to_bytes(4, "big") + b"\x50\x5a" * 20
+    alice_media.send(("127.0.0.1", media_port(call.reply.body)), 0, 1, payload=hello)
+    assert hello in bob_media.receive()
+    bob_media.send(("127.0.0.1", media_port(seen_by_bob)), 0, 1, payload=hello)
+    assert hello in alice_media.receive()
+    assert call.bye() == 200
+
+
+def test_mandatory_srtp_refuses_plain_offers_and_accepts_srtp(media_lab):
+    # The trunk's class is mandatory; remote users next to it are not concerned.
+    lab = media_lab
+    callee = _register(lab, "bob")
+    trunk = UserAgent(lab, "alice", ip=TRUNK_IP)
+    refused = trunk.call("bob", sdp(RtpPeer(TRUNK_IP).port))
+    assert refused.reply is not None and refused.reply.status == 488
+    event = lab.wait_for_event(module="media", action="reject", call_id=refused.call_id)
+    assert "plain RTP offer where SRTP is mandatory" in event["reason"]
+    weak = trunk.call("bob", sdp(RtpPeer(TRUNK_IP).port, "RTP/SAVP", TRUNK_IP, WEAK_CRYPTO))
+    assert weak.reply is not None and weak.reply.status == 488
+    assert _legs_left(lab, refused.call_id) == [] and _legs_left(lab, weak.call_id) == []
+
+    answering = callee.answer_in_background(sdp(RtpPeer().port))
+    call = trunk.call("bob", sdp(RtpPeer(TRUNK_IP).port, "RTP/SAVP", TRUNK_IP, CRYPTO))
+    seen_by_bob = answering.wait().body
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    # The trunk's answer is SRTP keyed by rtpengine, with an allowed suite.
+    suites = re.findall(r"^a=crypto:\d+ (\S+)", call.reply.body, re.MULTILINE)
+    assert suites == ["AES_CM_128_HMAC_SHA1_80"], call.reply.body
+    # SDES keys never leave over a plain hop: nothing on the UDP legs carries a=crypto.
+    assert "a=crypto" not in seen_by_bob
+    assert call.bye() == 200
+    trunk.close()
+    callee.close()
+
+
+def test_bridge_srtp_outside_and_rtp_towards_the_pbx(make_lab, tmp_path):
+    lab = make_lab(_policy(tmp_path, users_srtp="bridge").read_text())
+    callee = _register(lab, "bob", "tls")
+    caller = UserAgent(lab, "alice", "tls")
+    # Bridge needs SRTP from outside: a plain offer is refused.
+    plain = UserAgent(lab, "carol")
+    refused = plain.call("bob", sdp(RtpPeer().port))
+    assert refused.reply is not None and refused.reply.status == 488
+
+    answering = callee.answer_in_background(sdp(RtpPeer().port, "RTP/SAVP", "127.0.0.1", CRYPTO))
+    call = caller.call("bob", sdp(RtpPeer().port, "RTP/SAVP", "127.0.0.1", CRYPTO))
+    seen_by_bob = answering.wait().body
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    # The callee (over TLS) is offered SDES, strong suites only.
+    assert re.search(r"^m=audio \d+ RTP/SAVP ", seen_by_bob, re.MULTILINE), seen_by_bob
+    offered = re.findall(r"^a=crypto:\d+ (\S+)", seen_by_bob, re.MULTILINE)
+    assert offered and not [s for s in offered if weak_suite(s)], offered
+    # The PBX side of both legs is plain RTP.
+    client = _rtpengine(lab)
+    for key in (call.call_id, call.call_id + "~out"):
+        tags = client.query(key).data["tags"]
+        protocols = {t["medias"][0]["protocol"] for t in tags.values()}  # type: ignore[index,union-attr]
+        assert protocols == {"RTP/SAVP", "RTP/AVP"}, (key, protocols)
+    client.close()
+    assert call.bye() == 200
+    for ua in (caller, callee, plain):
+        ua.close()
+
+
+def test_dead_rtpengine_fails_per_policy_and_kamailio_keeps_serving(make_lab, tmp_path):
+    lab = make_lab(_policy(tmp_path, on_failure="passthrough").read_text())
+    callee = _register(lab, "bob")
+    os.killpg(lab.info["pids"]["rtpengine"], signal.SIGKILL)
+    # Where SRTP is mandatory (the trunk), never unprotected: 503.
+    trunk = UserAgent(lab, "alice", ip=TRUNK_IP)
+    refused = trunk.call("bob", sdp(RtpPeer(TRUNK_IP).port, "RTP/SAVP", TRUNK_IP, CRYPTO))
+    assert refused.reply is not None and refused.reply.status == 503
+    event = lab.wait_for_event(module="media", action="reject", call_id=refused.call_id)
+    assert "cannot be anchored" in event["reason"]
+    # Elsewhere on_failure: passthrough lets the call go on, unanchored, with an event.
+    media = RtpPeer()
+    answering = callee.answer_in_background(sdp(RtpPeer().port))
+    call = UserAgent(lab, "carol").call("bob", sdp(media.port))
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    assert media_port(answering.wait().body) == media.port
+    lab.wait_for_event(module="media", action="passthrough", call_id=call.call_id)
+    assert lab.options() == 200

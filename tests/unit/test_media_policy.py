@@ -1,0 +1,207 @@
+"""The media policy as pure functions: policy + SDP + hop -> rtpengine options or refusal."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from sipshield.media import Leg
+from sipshield.media_policy import (
+    SDES_SUITES,
+    MediaSettings,
+    PeerMedia,
+    SdpFacts,
+    Side,
+    answer_options,
+    fails_closed,
+    offer_problem,
+    plan_offer,
+    weak_suite,
+)
+from sipshield.policy import PolicyError, parse_policy
+from tests.conftest import REPO
+
+NG = {"rtpengine": {"ng": ["127.0.0.1:2223"]}}
+CRYPTO = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
+
+
+def _sdp(proto: str = "RTP/AVP", *extra: str, ip: str = "192.0.2.10") -> SdpFacts:
+    lines = ["v=0", f"o=- 1 1 IN IP4 {ip}", "s=-", f"c=IN IP4 {ip}", "t=0 0"]
+    lines += [f"m=audio 4000 {proto} 0", "a=rtpmap:0 PCMU/8000", *extra]
+    return SdpFacts.parse("\r\n".join(lines) + "\r\n")
+
+
+def _outside(srtp: str = "optional", tls: bool = False, **settings) -> Side:
+    return Side(PeerMedia(srtp=srtp, **settings), outside=True, tls=tls)
+
+
+INSIDE = Side(PeerMedia(), outside=False, tls=False)
+
+
+# --- the policy ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suite", [s for s in SDES_SUITES if weak_suite(s)])
+def test_weak_sdes_suites_are_refused_by_the_policy(suite):
+    with pytest.raises(ValidationError, match="weak SDES suites"):
+        PeerMedia(sdes_suites=["AES_CM_128_HMAC_SHA1_80", suite])
+
+
+def test_default_suites_are_strong_and_prefer_gcm():
+    suites = PeerMedia().sdes_suites
+    assert suites[0].startswith("AEAD_AES") and "AES_CM_128_HMAC_SHA1_80" in suites
+    assert not [s for s in suites if weak_suite(s)]
+
+
+def test_the_pbx_cannot_be_bridged():
+    with pytest.raises(ValidationError, match=r"pbx\.srtp cannot be bridge"):
+        MediaSettings(**NG, pbx={"srtp": "bridge"})
+
+
+def test_ng_address_must_be_an_ip_literal():
+    with pytest.raises(ValidationError):
+        MediaSettings(rtpengine={"ng": ["rtpengine.example:2223"]})
+
+
+def test_media_trunks_must_name_a_trunk():
+    text = """\
+domain: example.net
+peers: {pbx: {address: 127.0.0.1:5090}}
+media:
+  rtpengine: {ng: ["127.0.0.1:2223"]}
+  trunks: {nosuch: {srtp: mandatory}}
+"""
+    with pytest.raises(PolicyError, match=r"media\.trunks names no trunk.*nosuch"):
+        parse_policy(text, "p.yaml")
+
+
+def test_example_policy_anchors_media():
+    policy = parse_policy((REPO / "kamailio-cfg" / "policy.example.yaml").read_text())
+    assert policy.media is not None and policy.media.users.strict_source
+
+
+def test_trunk_class_falls_back_to_users():
+    settings = MediaSettings(
+        **NG, users={"srtp": "bridge"}, trunks={"carrier": {"srtp": "mandatory"}}
+    )
+    assert settings.for_class("trunk:carrier").srtp == "mandatory"
+    assert settings.for_class("trunk:other").srtp == "bridge"
+    assert settings.for_class("pbx") is settings.pbx
+
+
+# --- offers from outside ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["mandatory", "bridge"])
+def test_plain_offer_is_refused_where_srtp_is_required(mode):
+    refusal = offer_problem(_sdp(), _outside(mode))
+    assert refusal is not None and refusal.code == 488
+    assert offer_problem(_sdp("RTP/SAVP", CRYPTO), _outside(mode)) is None
+    assert (
+        offer_problem(_sdp("UDP/TLS/RTP/SAVP", "a=fingerprint:sha-256 AB"), _outside(mode)) is None
+    )
+
+
+def test_plain_offer_is_fine_where_srtp_is_optional_and_from_the_pbx():
+    assert offer_problem(_sdp(), _outside("optional")) is None
+    assert offer_problem(_sdp(), Side(PeerMedia(srtp="mandatory"), False, False)) is None
+
+
+def test_zrtp_offer_counts_as_encrypted():
+    assert offer_problem(_sdp("RTP/AVP", "a=zrtp-hash:1.10 abcd"), _outside("mandatory")) is None
+
+
+def test_offer_with_only_weak_sdes_suites_is_refused():
+    weak = "a=crypto:1 NULL_HMAC_SHA1_32 inline:AAAA"
+    refusal = offer_problem(_sdp("RTP/SAVP", weak), _outside())
+    assert refusal is not None and "no acceptable SDES suite" in refusal.reason
+    assert offer_problem(_sdp("RTP/SAVP", weak, CRYPTO.replace(":1 ", ":2 ")), _outside()) is None
+
+
+def test_media_address_outside_the_allowed_networks_is_refused():
+    side = _outside(media_networks=["198.51.100.0/24"])
+    refusal = offer_problem(_sdp(ip="192.0.2.10"), side)
+    assert refusal is not None and "192.0.2.10" in refusal.reason
+    assert offer_problem(_sdp(ip="198.51.100.7"), side) is None
+
+
+# --- what rtpengine is told --------------------------------------------------------
+
+
+def test_defaults_anchor_with_strict_source_and_fixed_addresses():
+    options = plan_offer(_sdp(), _outside(), INSIDE).options
+    assert options is not None
+    assert options.flags == ("strict-source",)
+    assert options.replace == ("origin", "session-connection")
+    assert options.ice == "remove"
+    assert options.transport_protocol is None
+
+
+def test_handover_latching_and_ice_follow_the_policy():
+    side = _outside(strict_source=False, media_handover=True, latching=False, ice="keep")
+    options = plan_offer(_sdp(), INSIDE, side).options
+    assert options is not None
+    assert options.flags == ("media-handover", "asymmetric") and options.ice is None
+
+
+def test_bridge_makes_the_pbx_leg_plain_and_the_outside_leg_srtp():
+    to_pbx = plan_offer(_sdp("RTP/SAVP", CRYPTO), _outside("bridge", tls=True), INSIDE).options
+    assert to_pbx is not None and to_pbx.transport_protocol == "RTP/AVP"
+    to_user = plan_offer(_sdp(), INSIDE, _outside("bridge", tls=True)).options
+    assert to_user is not None and to_user.transport_protocol == "RTP/SAVP"
+    assert set(to_user.sdes) == {f"no-{s}" for s in SDES_SUITES if weak_suite(s)} | {
+        "no-AES_192_CM_HMAC_SHA1_80"
+    }
+
+
+def test_feedback_profile_is_kept_when_bridging():
+    options = plan_offer(_sdp("RTP/AVPF"), INSIDE, _outside("mandatory", tls=True)).options
+    assert options is not None and options.transport_protocol == "RTP/SAVPF"
+
+
+def test_srtp_towards_a_plain_hop_uses_dtls_never_sdes():
+    options = plan_offer(_sdp(), INSIDE, _outside("mandatory", tls=False)).options
+    assert options is not None
+    assert options.transport_protocol == "UDP/TLS/RTP/SAVP" and options.sdes == ("off",)
+
+
+def test_sdes_offer_relayed_to_a_plain_hop_turns_into_dtls():
+    options = plan_offer(_sdp("RTP/SAVP", CRYPTO), _outside(tls=True), INSIDE).options
+    assert options is not None
+    assert options.transport_protocol == "UDP/TLS/RTP/SAVP" and options.sdes == ("off",)
+
+
+def test_zrtp_is_relayed_without_bridging():
+    facts = _sdp("RTP/AVP", "a=zrtp-hash:1.10 abcd")
+    options = plan_offer(facts, INSIDE, _outside("bridge", tls=True)).options
+    assert options is not None and options.transport_protocol is None and options.sdes == ()
+
+
+def test_passthrough_leaves_the_sdp_alone():
+    assert plan_offer(_sdp(), _outside("passthrough"), INSIDE).options is None
+    assert answer_options(INSIDE, _outside("passthrough")) is None
+
+
+def test_answers_towards_outside_keep_the_suite_allowlist():
+    options = answer_options(INSIDE, _outside(tls=True))
+    assert options is not None and "no-NULL_HMAC_SHA1_80" in options.sdes
+    towards_pbx = answer_options(_outside(), INSIDE)
+    assert towards_pbx is not None and towards_pbx.sdes == ()
+
+
+def test_dead_rtpengine_fails_closed_where_srtp_is_required():
+    passthrough = MediaSettings(**NG, on_failure="passthrough")
+    assert not fails_closed(passthrough, PeerMedia())
+    assert fails_closed(passthrough, PeerMedia(srtp="mandatory"))
+    assert fails_closed(passthrough, PeerMedia(srtp="bridge"))
+    assert fails_closed(MediaSettings(**NG), PeerMedia())
+
+
+def test_leg_memo_round_trips():
+    leg = Leg("abc|def~out", "trunk:carrier", to_inside=False, outside_tls=True)
+    assert Leg.decode(leg.encode("INVITE", offered=True, initial=False)) == (
+        leg,
+        "INVITE",
+        True,
+        False,
+    )
