@@ -86,6 +86,7 @@ STEPS = {
     "call": [25, 50, 100, 200, 400],
 }
 STEP_SECONDS = 4
+DRAIN_SECONDS = 8
 
 
 @dataclass
@@ -185,6 +186,10 @@ def measure(name: str, quick: bool) -> Outcome:
                     best = rate
                     time.sleep(1)
                 outcome.capacity[flow] = best
+                # The failed step left transactions and retransmissions behind
+                # (tm's timers run for seconds); the next workload must start
+                # on a drained lab, or it measures this one's overload.
+                time.sleep(DRAIN_SECONDS)
         finally:
             lab_down(lab)
     return outcome
@@ -238,7 +243,8 @@ def report(
         " during a fixed load, divided by the SIP requests the SBC handled"
         " (options 1, register 2, call 8 per flow).  Max rate: the highest step of"
         f" {', '.join(f'{k} {v}' for k, v in STEPS.items())} (per second, {STEP_SECONDS} s"
-        " each) with zero failed calls; 0 means even the first step failed.",
+        " each) with zero failed calls; 0 means even the first step failed.  Steps run"
+        f" in order on one lab, with {DRAIN_SECONDS} s for it to drain between workloads.",
         "",
     ]
     for name, result in results.items():
