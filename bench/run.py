@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import kernel_flood  # bench/ is sys.path[0] when this file runs as a script
+import media_bench
 import stock_dropin
 
 from sipshield.lab import group_cpu_seconds
@@ -277,6 +278,9 @@ def main() -> int:
             sections.append("\n".join(kernel_flood.report_lines(flood)))
         except NamespacesRefused as exc:
             sections.append(f"## Banned flood\n\nNot measured: {exc}\n")
+    if parts is None or "media" in parts:
+        print("benchmarking SRTP call setup and rtpengine capacity ...", flush=True)
+        sections.append("\n".join(media_bench.report_lines(media_bench.measure(args.quick))))
     text = "\n".join(section.rstrip() + "\n" for section in sections)
     (BENCH / "REPORT.md").write_text(text)
     print(text)

@@ -65,8 +65,12 @@ def _print_lab(info: dict) -> None:
     print(f"  Redis            {info['redis']}")
     print(f"  rtpengine ng     {info['rtpengine_ng']}")
     print(f"  domain           {info['domain']}")
-    users = ", ".join(f"{u['username']}/{u['password']}" for u in info["users"])
+    named = [u for u in info["users"] if not u["username"][1:].isdigit()]
+    crowd = len(info["users"]) - len(named)
+    users = ", ".join(f"{u['username']}/{u['password']}" for u in named)
     print(f"  users            {users}")
+    if crowd:
+        print(f"                   and {crowd} numbered users for crowds (passwords in lab.json)")
     print(f"  events           {info['events']}")
     print("  logs             " + "\n                   ".join(info["logs"].values()))
 

@@ -34,6 +34,14 @@ from sipshield.policy import Policy, PolicyError
 from sipshield.tls_policy import next_hop_is_tls, sips_next_hop_problem
 
 OUTSIDE_DIALOG_FORMING = "IS"  # KSR.is_method_in letters: INVITE, SUBSCRIBE
+# Target-refreshing requests whose Contact must reach the party behind NAT
+# (KSR.is_method_in letters): INVITE, SUBSCRIBE, UPDATE (U), NOTIFY (N).
+TARGET_REFRESH = "ISUN"
+# nathelper's nat_uac_test flags: 1 private (RFC 1918/6598) Contact address,
+# 2 source address differs from the Via sent-by, 16 source port differs from it.
+NAT_TEST_REQUEST = 1 | 2 | 16
+# In a reply the topmost Via is ours: only the Contact tells.
+NAT_TEST_REPLY = 1
 
 
 def _sip_uri(host_port: str, transport: str) -> str:
@@ -112,6 +120,12 @@ class EdgeRouter:
     def _route_in_dialog(self, msg: SipRequest) -> None:
         k = self.ksr
         if k.rr.loose_route() > 0:
+            if not self._is_from_pbx(msg):
+                self._mark_nated_contact(NAT_TEST_REQUEST)
+            if not read_pv(k.pv, "$du"):
+                # No Route left: the next hop is the Request-URI, and a Contact marked behind NAT
+                # (;alias=) is reached at its source address instead.
+                k.nathelper.handle_ruri_alias()
             self._relay(msg)
         elif msg.method == "ACK":
             if k.tm.t_check_trans() > 0:
@@ -123,8 +137,11 @@ class EdgeRouter:
         k = self.ksr
         k.hdr.remove("Route")
         if msg.method == "REGISTER":
+            # The registrar (the PBX) keeps the Contact as sent; the Path's
+            # "received" brings requests back to the NAT binding.
             k.path.add_path_received()
         elif k.is_method_in(OUTSIDE_DIALOG_FORMING):
+            self._mark_nated_contact(NAT_TEST_REQUEST)
             self._record_route()
             if self.tokens is not None:
                 self.tokens.sign_leg(k, msg, towards_outside=False)
@@ -151,6 +168,23 @@ class EdgeRouter:
         k.setdsturi(trunk)
         self._sign_towards_outside(msg)
         self._relay(msg)
+
+    def _is_from_pbx(self, msg: SipRequest) -> bool:
+        return (msg.src_ip, msg.src_port) == self.pbx_source
+
+    def _mark_nated_contact(self, test: int) -> None:
+        """A party behind NAT gets ``;alias=source`` on its Contact, for handle_ruri_alias."""
+        k = self.ksr
+        if k.is_method_in(TARGET_REFRESH) and k.nathelper.nat_uac_test(test) > 0:
+            k.nathelper.add_contact_alias()
+
+    def on_reply(self) -> None:
+        """Every reply (Kamailio's core reply route): a callee behind NAT keeps reachable."""
+        k = self.ksr
+        source = (read_pv(k.pv, "$si") or "", int(k.pv.get("$sp") or 0))
+        status = int(k.pv.get("$rs") or 0)
+        if source != self.pbx_source and 100 < status < 300:
+            self._mark_nated_contact(NAT_TEST_REPLY)
 
     def _record_route(self) -> None:
         # A cluster names its shared address, so any node takes the next request.

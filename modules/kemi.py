@@ -188,6 +188,10 @@ class KemiHandler:
         return 1
 
     def ksr_reply_route(self, msg: Any) -> int:
+        try:
+            self.router.on_reply()
+        except Exception:
+            log.exception("sipshield core error in the reply route")
         return 1
 
     def ksr_onreply_route(self, msg: Any) -> int:

@@ -60,11 +60,16 @@ def config_dir() -> Path:
     raise LabError("cannot find kamailio.cfg; set SIPSHIELD_CFG_DIR")
 
 
-def _port_block(size: int = 200) -> tuple[int, int]:
+def _port_blocks(count: int, size: int = 200) -> list[tuple[int, int]]:
     # rtpengine takes media ports on demand inside its range; a random block
-    # keeps two labs from competing for the same ports.
-    start = 20000 + secrets.randbelow(200) * size
-    return start, start + size - 1
+    # keeps two labs (and two rtpengines of one lab) from competing for ports.
+    start = 20000 + secrets.randbelow(40000 // (size * count)) * size * count
+    return [(start + i * size, start + (i + 1) * size - 1) for i in range(count)]
+
+
+def rtpengine_count(policy: Policy) -> int:
+    """The lab starts as many rtpengines as the policy's media section names (failover)."""
+    return len(policy.media.rtpengine.ng) if policy.media is not None else 1
 
 
 @dataclass
@@ -122,9 +127,16 @@ def _lab_policy(
             if not (directory / "dialog-keys").exists():
                 rotate_key_file(directory / "dialog-keys")
     if data.get("media"):
-        # Media is anchored in the lab's own rtpengine.
-        data["media"]["rtpengine"]["ng"] = [f"{host}:{ports['ng']}"]
+        # Media is anchored in the lab's own rtpengines, one per address the policy names.
+        data["media"]["rtpengine"]["ng"] = [
+            f"{host}:{ports[_ng_name(i)]}" for i in range(len(data["media"]["rtpengine"]["ng"]))
+        ]
     return Policy.model_validate(data)
+
+
+def _ng_name(index: int) -> str:
+    """The lab's name of the n-th rtpengine (its pid, log and port entries)."""
+    return "rtpengine" if index == 0 else f"rtpengine{index + 1}"
 
 
 def _wait(what: str, check: Callable[[], bool], log: Path, proc: subprocess.Popen) -> None:
@@ -184,9 +196,10 @@ def up(
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise LabError(f"{tool} is not installed; run `make setup`")
     policy = load_policy(policy_path)
-    ports = {name: free_port() for name in ("pbx", "redis", "ng")}
+    engines = [_ng_name(i) for i in range(rtpengine_count(policy))]
+    ports = {name: free_port() for name in ("pbx", "redis", *engines)}
     ports |= {name: free_port(sip_address) for name in ("sip", "tls")}
-    rtp_min, rtp_max = _port_block()
+    port_blocks = dict(zip(engines, _port_blocks(len(engines)), strict=True))
     names = ["localhost", DOMAIN, "127.0.0.1"]
     tls = make_lab_certificates(
         directory / "tls", server_names=names + ([sip_address] if sip_address not in names else [])
@@ -216,7 +229,7 @@ def up(
 
     lab = Lab(directory)
     host = "127.0.0.1"
-    logs = {name: str(directory / f"{name}.log") for name in ("redis", "rtpengine", "pbx", "sbc")}
+    logs = {name: str(directory / f"{name}.log") for name in ("redis", *engines, "pbx", "sbc")}
     lab.info = {
         "sip": {
             "udp": f"{sip_address}:{ports['sip']}",
@@ -224,8 +237,13 @@ def up(
             "tls": f"{sip_address}:{ports['tls']}",
         },
         "redis": lab_policy.redis.url,
-        "rtpengine_ng": f"{host}:{ports['ng']}",
-        "rtp_ports": [rtp_min, rtp_max],
+        "rtpengine_ng": f"{host}:{ports['rtpengine']}",
+        "rtp_ports": list(port_blocks["rtpengine"]),
+        # Every rtpengine, first one included (more when the policy names more).
+        "rtpengines": [
+            {"name": name, "ng": f"{host}:{ports[name]}", "rtp_ports": list(port_blocks[name])}
+            for name in engines
+        ],
         "pbx": {"udp": f"{host}:{ports['pbx']}"},
         "domain": DOMAIN,
         "users": users,
@@ -288,23 +306,26 @@ def up(
             proc,
         )
 
-        proc = start(
-            "rtpengine",
-            [
-                "rtpengine",
-                "--config-file=none",
-                "--table=-1",
-                f"--interface={host}",
-                f"--listen-ng={host}:{ports['ng']}",
-                f"--port-min={rtp_min}",
-                f"--port-max={rtp_max}",
-                "--foreground",
-                "--log-stderr",
-                "--log-level=6",
-                f"--pidfile={directory / 'rtpengine.pid'}",
-            ],
-        )
-        _wait("rtpengine", lambda: _pong((host, ports["ng"])), Path(logs["rtpengine"]), proc)
+        for name in engines:
+            rtp_min, rtp_max = port_blocks[name]
+            proc = start(
+                name,
+                [
+                    "rtpengine",
+                    "--config-file=none",
+                    "--table=-1",
+                    f"--interface={host}",
+                    f"--listen-ng={host}:{ports[name]}",
+                    f"--port-min={rtp_min}",
+                    f"--port-max={rtp_max}",
+                    "--foreground",
+                    "--log-stderr",
+                    "--log-level=6",
+                    f"--pidfile={directory / (name + '.pid')}",
+                ],
+            )
+            address = (host, ports[name])
+            _wait(name, lambda a=address: _pong(a), Path(logs[name]), proc)
 
         proc = start(
             "pbx",

@@ -33,8 +33,10 @@ from sipshield.media_policy import (
     Side,
     answer_options,
     fails_closed,
+    media_problem,
     offer_problem,
     plan_offer,
+    reject_media_types,
 )
 from sipshield.rtpengine import NgError, RtpengineClient
 
@@ -175,7 +177,11 @@ class MediaAnchor:
         facts = SdpFacts.parse(sdp)
         try:
             if msg.method in OFFER_METHODS:
-                refusal = offer_problem(facts, sender)
+                refusal = media_problem(facts, outside.policy)
+                # Media types the outside party may not use are rejected in the offer.
+                sdp = reject_media_types(sdp, outside.policy)
+                facts = SdpFacts.parse(sdp)
+                refusal = refusal or offer_problem(facts, sender)
                 if refusal is not None:
                     self._report(msg, "reject", refusal.reason)
                     return RequestOutcome(refusal)
@@ -251,6 +257,7 @@ class MediaAnchor:
                 result = self._client().answer(sdp, leg.key, from_tag, to_tag, options)
             else:
                 # A late offer, made by the answering party.
+                sdp = reject_media_types(sdp, outside.policy)
                 plan = plan_offer(SdpFacts.parse(sdp), answerer, receiver)
                 if plan.options is None:
                     return

@@ -34,6 +34,18 @@ from sipshield.rtpengine import MediaOptions
 # passthrough: this leg is not anchored; the SDP is left as it is.
 SrtpMode = Literal["mandatory", "optional", "bridge", "passthrough"]
 OnFailure = Literal["reject", "passthrough"]
+MediaType = Literal["audio", "video", "image", "text", "application", "message"]
+# Payload types with a fixed encoding (RFC 3551), named where no rtpmap names them.
+STATIC_PAYLOADS = {
+    "0": "PCMU",
+    "3": "GSM",
+    "4": "G723",
+    "8": "PCMA",
+    "9": "G722",
+    "13": "CN",
+    "18": "G729",
+    "34": "H263",
+}
 
 # The SDES suites rtpengine 10.5 knows, strongest first.
 SDES_SUITES = (
@@ -108,6 +120,17 @@ class PeerMedia(_Strict):
     ice: Literal["remove", "force", "keep"] = "remove"
     # Addresses this party's SDP may point media at; empty allows any.
     media_networks: list[Network] = Field(default_factory=list)
+    # Media types this party may use (m= lines); others are rejected (port 0)
+    # in every offer to or from it.  Empty allows any.
+    media_types: list[MediaType] = Field(default_factory=list)
+    # Codecs (encoding names, as in a=rtpmap) this party may use; rtpengine
+    # strips the others from every offer to or from it.  Empty allows any.
+    # List telephone-event too where DTMF is wanted.
+    codecs: list[str] = Field(default_factory=list)
+
+    @property
+    def allowed_codecs(self) -> frozenset[str]:
+        return frozenset(c.upper() for c in self.codecs)
 
 
 class RtpengineSettings(_Strict):
@@ -148,6 +171,35 @@ _M_LINE = re.compile(r"^m=(\S+)\s+(\d+)(?:/\d+)?\s+(\S+)", re.MULTILINE)
 _CRYPTO = re.compile(r"^a=crypto:\s*\d+\s+(\S+)", re.MULTILINE | re.IGNORECASE)
 _C_LINE = re.compile(r"^c=IN\s+IP[46]\s+([^\s/]+)", re.MULTILINE)
 _SRTP_PROTOS = ("RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
+_RTPMAP = re.compile(r"^a=rtpmap:\s*(\d+)\s+([^/\s]+)", re.MULTILINE | re.IGNORECASE)
+_M_FULL = re.compile(r"^m=(\S+)\s+(\d+)((?:/\d+)?\s+\S+)(.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class MediaSection:
+    kind: str  # audio, video, ...
+    codecs: tuple[str, ...]  # encoding names (upper case), in the m= line's order
+
+
+def _sections(sdp: str) -> tuple[MediaSection, ...]:
+    """The active media sections (port not 0) with their codec names."""
+    out = []
+    starts = [m.start() for m in _M_FULL.finditer(sdp)]
+    for begin, end in zip(starts, [*starts[1:], len(sdp)], strict=True):
+        text = sdp[begin:end]
+        m_line = _M_FULL.match(text)
+        assert m_line is not None
+        if m_line.group(2) == "0":
+            continue
+        names = {pt: name.upper() for pt, name in _RTPMAP.findall(text)}
+        formats = m_line.group(4).split()
+        out.append(
+            MediaSection(
+                m_line.group(1).lower(),
+                tuple(names.get(f) or STATIC_PAYLOADS.get(f, f) for f in formats),
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -157,6 +209,7 @@ class SdpFacts:
     dtls: bool
     zrtp: bool
     addresses: tuple[str, ...]
+    sections: tuple[MediaSection, ...] = ()
 
     @classmethod
     def parse(cls, sdp: str) -> SdpFacts:
@@ -166,6 +219,7 @@ class SdpFacts:
             dtls=bool(re.search(r"^a=fingerprint:", sdp, re.MULTILINE | re.IGNORECASE)),
             zrtp=bool(re.search(r"^a=zrtp-hash:", sdp, re.MULTILINE | re.IGNORECASE)),
             addresses=tuple(_C_LINE.findall(sdp)),
+            sections=_sections(sdp),
         )
 
     @property
@@ -241,6 +295,49 @@ def forbidden_addresses(facts: SdpFacts, policy: PeerMedia) -> list[str]:
     return out
 
 
+def reject_media_types(sdp: str, policy: PeerMedia) -> str:
+    """``sdp`` with the media sections of types ``policy`` does not allow rejected.
+
+    A rejected section keeps its place with port 0 (RFC 3264), so the answer's
+    sections still line up with the offer's.
+    """
+    if not policy.media_types:
+        return sdp
+
+    def reject(m: re.Match[str]) -> str:
+        if m.group(1).lower() in policy.media_types:
+            return m.group(0)
+        return f"m={m.group(1)} 0{m.group(3)}{m.group(4)}"
+
+    return _M_FULL.sub(reject, sdp)
+
+
+def codecs_to_strip(facts: SdpFacts, policy: PeerMedia) -> tuple[str, ...]:
+    """The codecs of an offer that ``policy`` does not allow, for rtpengine to strip."""
+    if not policy.codecs:
+        return ()
+    allowed = policy.allowed_codecs
+    found = {c for s in facts.sections for c in s.codecs}
+    return tuple(sorted(found - allowed))
+
+
+def media_problem(facts: SdpFacts, policy: PeerMedia) -> Refusal | None:
+    """A refusal when an offer (before filtering) has no media that ``policy`` allows."""
+    sections = [
+        s
+        for s in facts.sections
+        if not policy.media_types or s.kind in policy.media_types  # type: ignore[comparison-overlap]
+    ]
+    if facts.sections and not sections:
+        kinds = ", ".join(sorted({s.kind for s in facts.sections}))
+        return Refusal(NOT_ACCEPTABLE, f"media type not allowed: {kinds}")
+    allowed = policy.allowed_codecs
+    if policy.codecs and sections and not any(set(s.codecs) & allowed for s in sections):
+        offered = sorted({c for s in sections for c in s.codecs})
+        return Refusal(NOT_ACCEPTABLE, f"no allowed codec offered: {', '.join(offered)}")
+    return None
+
+
 def _srtp_protocol(facts: SdpFacts, tls: bool) -> str:
     """SDES (RTP/SAVP) over TLS signalling, DTLS-SRTP over plain signalling."""
     base = "RTP/SAVP" if tls else "UDP/TLS/RTP/SAVP"
@@ -296,6 +393,7 @@ def plan_offer(facts: SdpFacts, offerer: Side, receiver: Side) -> OfferPlan:
             transport_protocol=protocol,  # type: ignore[arg-type]
             ice=None if ice == "keep" else ice,
             sdes=() if facts.zrtp else _sdes_flags(receiver, protocol, facts),
+            codec_strip=codecs_to_strip(facts, outside.policy),
         )
     )
 

@@ -32,6 +32,7 @@ class MediaOptions:
     direction: tuple[str, str] | None = None  # logical interface names, in -> out
     media_address: str | None = None
     record_call: bool | None = None
+    codec_strip: tuple[str, ...] = ()  # codec names removed from the SDP rtpengine sends on
 
     def to_ng(self) -> dict[str, Encodable]:
         ng: dict[str, Encodable] = {}
@@ -53,6 +54,8 @@ class MediaOptions:
             ng["media-address"] = self.media_address
         if self.record_call is not None:
             ng["record call"] = "yes" if self.record_call else "no"
+        if self.codec_strip:
+            ng["codec"] = {"strip": list(self.codec_strip)}
         return ng
 
 

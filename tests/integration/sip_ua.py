@@ -84,8 +84,17 @@ def media_address(body: str) -> str:
 class UserAgent:
     """One user, one signalling socket (UDP, or a TLS connection kept open)."""
 
-    def __init__(self, lab: RunningLab, user: str, transport: str = "udp", ip: str = "127.0.0.1"):
+    def __init__(
+        self,
+        lab: RunningLab,
+        user: str,
+        transport: str = "udp",
+        ip: str = "127.0.0.1",
+        contact_ip: str | None = None,
+    ):
+        """``contact_ip`` puts another address in Contact: a user behind NAT."""
         self.lab, self.user, self.transport, self.ip = lab, user, transport, ip
+        self.contact_ip = contact_ip or ip
         self.sbc = lab.sip(transport)
         if transport == "tls":
             context = ssl.create_default_context(cafile=lab.info["tls"]["ca"])
@@ -99,6 +108,10 @@ class UserAgent:
         self.port = self.sock.getsockname()[1]
         self.tag = secrets.token_hex(4)
         self.cseq = 1
+
+    @property
+    def contact(self) -> str:
+        return f"<sip:{self.user}@{self.contact_ip}:{self.port};transport={self.transport}>"
 
     def close(self) -> None:
         self.sock.close()
@@ -161,7 +174,7 @@ class UserAgent:
             ("To", to),
             ("Call-ID", call_id),
             ("CSeq", f"{cseq or self.cseq} {method}"),
-            ("Contact", f"<sip:{self.user}@{self.ip}:{self.port};transport={self.transport}>"),
+            ("Contact", self.contact),
             *(extra or []),
         ]
         if body:
@@ -196,8 +209,14 @@ class UserAgent:
         self.cseq += 1
         return reply.status
 
-    def call(self, callee: str, offer: str, timeout: float = 10.0) -> Call:
-        """INVITE ``callee`` (answering the PBX's 407); returns with the final response."""
+    def call(
+        self, callee: str, offer: str, timeout: float = 10.0, cancel_on_ringing: bool = False
+    ) -> Call:
+        """INVITE ``callee`` (answering the PBX's 407); returns with the final response.
+
+        ``cancel_on_ringing`` CANCELs the INVITE at its first 18x; the final
+        response is then the INVITE's (487 when the CANCEL won).
+        """
         ruri = f"sip:{callee}@{self.lab.domain}"
         to = f"<{ruri}>"
         call = Call(self, secrets.token_hex(10), ruri)
@@ -212,13 +231,41 @@ class UserAgent:
                 "INVITE", ruri, to, call.call_id, offer, extra=[("Proxy-Authorization", auth)]
             )
             self.send(invite)
-            reply = self.response(timeout)
+            reply = self.response(timeout) if not cancel_on_ringing else self._ringing(timeout)
         call.invite, call.reply = invite, reply
+        if cancel_on_ringing and 100 < reply.status < 200:
+            self.send(self._cancel(invite))
+            reply = self._final_of(invite, timeout)
+            call.reply = reply
         if reply.status >= 300:
             self._ack_failure(invite, reply)
         elif reply.status == 200:
             call.ack()
         return call
+
+    def _ringing(self, timeout: float) -> SipMessage:
+        while True:
+            msg = self.receive(timeout)
+            if msg.status > 100:
+                return msg
+
+    def _final_of(self, request: SipMessage, timeout: float) -> SipMessage:
+        """The final response to ``request`` (by CSeq method), skipping the others."""
+        method = request.method
+        while True:
+            msg = self.receive(timeout)
+            if msg.status >= 200 and msg.header("CSeq").split()[-1] == method:
+                return msg
+
+    def _cancel(self, invite: SipMessage) -> SipMessage:
+        headers = [
+            (k, v) for k, v in invite.headers if k.lower() in ("via", "from", "to", "call-id")
+        ]
+        headers += [
+            ("Max-Forwards", "70"),
+            ("CSeq", f"{invite.header('CSeq').split()[0]} CANCEL"),
+        ]
+        return SipMessage(invite.start.replace("INVITE", "CANCEL", 1), headers)
 
     def _ack_failure(self, invite: SipMessage, reply: SipMessage) -> None:
         headers = [
@@ -270,6 +317,7 @@ class Answering:
         self.ua, self.answer, self.status = ua, answer, status
         self.invite: SipMessage | None = None
         self.error: BaseException | None = None
+        self.cancelled = False
         self.done = threading.Event()
         self.answered = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -285,10 +333,7 @@ class Answering:
             ("To", to),
             ("Call-ID", request.header("Call-ID")),
             ("CSeq", request.header("CSeq")),
-            (
-                "Contact",
-                f"<sip:{self.ua.user}@{self.ua.ip}:{self.ua.port};transport={self.ua.transport}>",
-            ),
+            ("Contact", self.ua.contact),
         ]
         if body:
             headers.append(("Content-Type", "application/sdp"))
@@ -306,12 +351,21 @@ class Answering:
                         self._reply(msg, 180, "Ringing")
                         self._reply(msg, 200, "OK", self.answer)
                         self.answered.set()
+                    elif self.status == 180:
+                        # Rings until CANCELled.
+                        self._reply(msg, 180, "Ringing")
+                        self.answered.set()
                     else:
                         self._reply(msg, self.status, "Busy Here")
                         self.answered.set()
                         return
                 elif msg.method == "BYE":
                     self._reply(msg, 200, "OK")
+                    return
+                elif msg.method == "CANCEL" and self.invite is not None:
+                    self._reply(msg, 200, "OK")
+                    self._reply(self.invite, 487, "Request Terminated")
+                    self.cancelled = True
                     return
                 elif msg.method != "ACK":
                     self._reply(msg, 200, "OK")
@@ -320,6 +374,23 @@ class Answering:
         finally:
             self.answered.set()
             self.done.set()
+
+    def bye(self) -> SipMessage:
+        """The callee's BYE for the answered INVITE (the caller's Contact, its route set)."""
+        assert self.invite is not None
+        invite = self.invite
+        target = re.search(r"<([^>]+)>", invite.header("Contact")).group(1)  # type: ignore[union-attr]
+        to = invite.header("To")
+        headers = [
+            ("Via", self.ua._via()),
+            ("Max-Forwards", "70"),
+            ("From", to if ";tag=" in to else f"{to};tag={self.ua.tag}"),
+            ("To", invite.header("From")),
+            ("Call-ID", invite.header("Call-ID")),
+            ("CSeq", "1 BYE"),
+            ("Route", ", ".join(invite.all("Record-Route"))),
+        ]
+        return SipMessage(f"BYE {target} SIP/2.0", headers)
 
     def wait(self, timeout: float = 20) -> SipMessage:
         """The INVITE as the callee received it, once answered."""

@@ -8,12 +8,15 @@ twice: rtpengine holds the legs as ``Call-ID`` and ``Call-ID~out``.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import secrets
 import signal
 import time
 from collections.abc import Iterator
 
+import pylibsrtp
 import pytest
 
 from sipshield.media_policy import weak_suite
@@ -28,6 +31,11 @@ INJECTOR_IP = "127.0.0.9"
 CRYPTO = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
 WEAK_CRYPTO = "a=crypto:1 NULL_HMAC_SHA1_32 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
 ZRTP_HASH = "a=zrtp-hash:1.10 " + "ab" * 32
+FINGERPRINT = "a=fingerprint:sha-256 " + ":".join(["5A"] * 32)
+FINGERPRINT_LINE = re.compile(
+    r"^a=fingerprint:sha-(?:1|256|384|512) ((?:[0-9A-F]{2}:)+[0-9A-F]{2})\s*$",
+    re.MULTILINE | re.IGNORECASE,
+)
 
 POLICY = f"""\
 domain: sipshield.lab
@@ -36,7 +44,7 @@ peers:
   trunks:
     - {{name: carrier, target: "{TRUNK_IP}:5060", sources: [{TRUNK_IP}/32]}}
 media:
-  rtpengine: {{ng: ["127.0.0.1:2223"]}}
+  rtpengine: {{ng: NG}}
   on_failure: ON_FAILURE
   users: {{srtp: USERS_SRTP}}
   trunks:
@@ -44,9 +52,15 @@ media:
 """
 
 
-def _policy(tmp_path, users_srtp: str = "optional", on_failure: str = "reject"):
-    path = tmp_path / f"media-{users_srtp}-{on_failure}.yaml"
-    path.write_text(POLICY.replace("USERS_SRTP", users_srtp).replace("ON_FAILURE", on_failure))
+def _policy(
+    tmp_path, users_srtp: str = "optional", on_failure: str = "reject", rtpengines: int = 1
+):
+    path = tmp_path / f"media-{users_srtp}-{on_failure}-{rtpengines}.yaml"
+    # The lab replaces these addresses with its own rtpengines, one per entry.
+    ng = str([f"127.0.0.1:{2223 + i}" for i in range(rtpengines)]).replace("'", '"')
+    path.write_text(
+        POLICY.replace("USERS_SRTP", users_srtp).replace("ON_FAILURE", on_failure).replace("NG", ng)
+    )
     return path
 
 
@@ -243,3 +257,242 @@ def test_dead_rtpengine_fails_per_policy_and_kamailio_keeps_serving(make_lab, tm
     assert media_port(answering.wait().body) == media.port
     lab.wait_for_event(module="media", action="passthrough", call_id=call.call_id)
     assert lab.options() == 200
+
+
+def _sdes_key(body: str) -> tuple[str, bytes]:
+    """The first a=crypto line's suite and master key+salt."""
+    match = re.search(r"^a=crypto:\d+ (\S+) inline:([A-Za-z0-9+/=]+)", body, re.MULTILINE)
+    assert match, body
+    return match.group(1), base64.b64decode(match.group(2))
+
+
+def _srtp_session(key: bytes, outbound: bool) -> pylibsrtp.Session:
+    ssrc = pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
+    return pylibsrtp.Session(
+        policy=pylibsrtp.Policy(
+            key=key, ssrc_type=ssrc, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        )
+    )
+
+
+def _rtp(seq: int, ssrc: int, payload: bytes) -> bytes:
+    return (
+        bytes([0x80, 0])
+        + seq.to_bytes(2, "big")
+        + (seq * 160).to_bytes(4, "big")
+        + ssrc.to_bytes(4, "big")
+        + payload
+    )
+
+
+def test_sdes_call_outside_leg_is_srtp_that_decrypts_with_the_negotiated_key(make_lab, tmp_path):
+    lab = make_lab(_policy(tmp_path, users_srtp="mandatory").read_text())
+    callee = _register(lab, "bob", "tls")
+    caller = UserAgent(lab, "alice", "tls")
+    alice_media, bob_media = RtpPeer(), RtpPeer()
+    # Plain RTP from outside where SRTP is mandatory: refused.
+    refused = caller.call("bob", sdp(alice_media.port))
+    assert refused.reply is not None and refused.reply.status == 488
+
+    bob_key = secrets.token_bytes(30)
+    bob_crypto = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + base64.b64encode(bob_key).decode()
+    answering = callee.answer_in_background(
+        sdp(bob_media.port, "RTP/SAVP", "127.0.0.1", bob_crypto)
+    )
+    call = caller.call("bob", sdp(alice_media.port, "RTP/SAVP", "127.0.0.1", CRYPTO, WEAK_CRYPTO))
+    seen_by_bob = answering.wait().body
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    # No NULL or weak suite is ever offered or answered, whatever the caller offered.
+    for body in (seen_by_bob, call.reply.body):
+        suites = re.findall(r"^a=crypto:\d+ (\S+)", body, re.MULTILINE)
+        assert suites and not [s for s in suites if weak_suite(s)], body
+        assert re.search(r"^m=audio \d+ RTP/SAVP ", body, re.MULTILINE), body
+    # SDES on the outside ends; the plain hop to the PBX carries DTLS-SRTP, never a=crypto.
+    client = _rtpengine(lab)
+    for key in (call.call_id, call.call_id + "~out"):
+        tags = client.query(key).data["tags"]
+        protocols = {t["medias"][0]["protocol"] for t in tags.values()}  # type: ignore[index,union-attr]
+        assert protocols == {"RTP/SAVP", "UDP/TLS/RTP/SAVP"}, (key, protocols)
+    client.close()
+    suite, alice_rx_key = _sdes_key(call.reply.body)
+    assert suite == "AES_CM_128_HMAC_SHA1_80"
+    assert alice_rx_key != bob_key and alice_rx_key != base64.b64decode(CRYPTO.split(":")[-1])
+
+    # Both ends send SRTP with their own keys; rtpengine latches onto them.
+    alice_tx = _srtp_session(base64.b64decode(CRYPTO.split("inline:")[1]), outbound=True)
+    bob_tx = _srtp_session(bob_key, outbound=True)
+    to_bob = ("127.0.0.1", media_port(call.reply.body))
+    to_alice = ("127.0.0.1", media_port(seen_by_bob))
+    voice = bytes(range(160))
+    seq = 0
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        alice_media.send(to_bob, 0, 1, payload=alice_tx.protect(_rtp(seq, 0xA11CE, voice)))
+        bob_media.send(to_alice, 0, 1, payload=bob_tx.protect(_rtp(seq, 0xB0B, voice)))
+        seq += 1
+        time.sleep(0.02)
+    alice_media.receive(0.2)  # what arrived while latching
+    sent = [_rtp(seq + n, 0xB0B, voice) for n in range(10)]
+    for packet in sent:
+        bob_media.send(to_alice, 0, 1, payload=bob_tx.protect(packet))
+    arrived = alice_media.receive()
+    assert len(arrived) >= 8, f"{len(arrived)} of 10 SRTP packets reached alice"
+    alice_rx = _srtp_session(alice_rx_key, outbound=False)
+    for packet in arrived:
+        assert voice not in packet, "plaintext payload on the outside leg"
+        assert len(packet) == 12 + len(voice) + 10, "no 80-bit authentication tag"
+        assert alice_rx.unprotect(packet) in sent
+    assert call.bye() == 200
+    for ua in (caller, callee, alice_media, bob_media):
+        ua.close()
+
+
+def test_dtls_offer_gets_a_dtls_answer_with_fingerprint_and_setup(media_lab):
+    lab = media_lab
+    callee = _register(lab, "bob")
+    caller = UserAgent(lab, "alice")
+    offer = sdp(RtpPeer().port, "UDP/TLS/RTP/SAVP", "127.0.0.1", FINGERPRINT, "a=setup:actpass")
+    answering = callee.answer_in_background(
+        sdp(RtpPeer().port, "UDP/TLS/RTP/SAVP", "127.0.0.1", FINGERPRINT, "a=setup:active")
+    )
+    call = caller.call("bob", offer)
+    seen_by_bob = answering.wait().body
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    answer = call.reply.body
+    # An answer to an actpass offer takes a role; the fingerprint is rtpengine's own.
+    assert re.search(r"^m=audio \d+ UDP/TLS/RTP/SAVP ", answer, re.MULTILINE), answer
+    assert re.search(r"^a=setup:(active|passive)\s*$", answer, re.MULTILINE), answer
+    prints = FINGERPRINT_LINE.findall(answer)
+    assert prints and FINGERPRINT.split()[-1] not in prints, answer
+    assert "a=crypto" not in answer
+    # The callee gets a valid DTLS offer too, keyed by rtpengine.
+    assert re.search(r"^m=audio \d+ UDP/TLS/RTP/SAVP ", seen_by_bob, re.MULTILINE), seen_by_bob
+    assert re.search(r"^a=setup:actpass\s*$", seen_by_bob, re.MULTILINE), seen_by_bob
+    assert FINGERPRINT_LINE.findall(seen_by_bob), seen_by_bob
+    assert call.bye() == 200
+    caller.close()
+    callee.close()
+
+
+def test_cancelled_call_leaves_no_media_behind(media_lab):
+    lab = media_lab
+    callee = _register(lab, "carol")
+    caller = UserAgent(lab, "dave")
+    answering = callee.answer_in_background("", status=180)
+    call = caller.call("carol", sdp(RtpPeer().port), cancel_on_ringing=True)
+    answering.done.wait(10)
+    assert answering.cancelled, answering.error
+    assert call.reply is not None and call.reply.status == 487, call.reply
+    time.sleep(0.3)
+    assert _legs_left(lab, call.call_id) == []
+    caller.close()
+    callee.close()
+
+
+def test_dead_rtpengine_second_instance_takes_new_calls_then_503(make_lab, tmp_path):
+    lab = make_lab(_policy(tmp_path, rtpengines=2).read_text())
+    first, survivor = lab.info["rtpengines"]
+    assert first["ng"] != survivor["ng"]
+    callee = _register(lab, "bob")
+    os.killpg(lab.info["pids"][first["name"]], signal.SIGKILL)
+    host, _, port = survivor["ng"].rpartition(":")
+    survivor_client = RtpengineClient([(host, int(port))], timeout=1.0)
+    low, high = survivor["rtp_ports"]
+    # Several Call-IDs: rendezvous hashing sends about half of them to the dead one first.
+    for user in ("alice", "carol", "dave"):
+        answering = callee.answer_in_background(sdp(RtpPeer().port))
+        call = UserAgent(lab, user).call("bob", sdp(RtpPeer().port))
+        seen_by_bob = answering.wait().body
+        assert call.reply is not None and call.reply.status == 200, (user, call.reply)
+        assert low <= media_port(seen_by_bob) <= high
+        assert low <= media_port(call.reply.body) <= high
+        assert call.call_id in survivor_client.list_calls()
+        assert call.bye() == 200
+        answering.done.wait(5)
+    # No rtpengine left: a clean 503 and an event, and Kamailio keeps serving.
+    os.killpg(lab.info["pids"][survivor["name"]], signal.SIGKILL)
+    refused = UserAgent(lab, "alice").call("bob", sdp(RtpPeer().port))
+    assert refused.reply is not None and refused.reply.status == 503, refused.reply
+    event = lab.wait_for_event(module="media", action="reject", call_id=refused.call_id)
+    assert "cannot be anchored" in event["reason"]
+    assert lab.options() == 200
+    survivor_client.close()
+    callee.close()
+
+
+def _audio_video(port: int, ip: str, video_port: int) -> str:
+    lines = [
+        "v=0",
+        f"o=- {secrets.randbelow(10**9)} 1 IN IP4 {ip}",
+        "s=-",
+        f"c=IN IP4 {ip}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP 0 8 96 101",
+        "a=rtpmap:0 PCMU/8000",
+        "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:96 opus/48000/2",
+        "a=rtpmap:101 telephone-event/8000",
+        f"m=video {video_port} RTP/AVP 97",
+        "a=rtpmap:97 H264/90000",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def test_trunk_gets_no_video_and_only_its_allowed_codecs(make_lab, tmp_path):
+    policy = _policy(tmp_path).read_text()
+    policy = policy.replace(
+        "carrier: {srtp: mandatory}",
+        "carrier: {srtp: optional, media_types: [audio], codecs: [PCMU, telephone-event]}",
+    )
+    lab = make_lab(policy)
+    callee = _register(lab, "bob")
+    trunk = UserAgent(lab, "alice", ip=TRUNK_IP)
+    # Nothing the trunk may use: refused.
+    video_only = sdp(RtpPeer(TRUNK_IP).port).replace("m=audio", "m=video")
+    refused = trunk.call("bob", video_only)
+    assert refused.reply is not None and refused.reply.status == 488, refused.reply
+    event = lab.wait_for_event(module="media", action="reject", call_id=refused.call_id)
+    assert "media type not allowed" in event["reason"]
+
+    answering = callee.answer_in_background(_audio_video(RtpPeer().port, "127.0.0.1", 0))
+    call = trunk.call("bob", _audio_video(RtpPeer(TRUNK_IP).port, TRUNK_IP, 5004))
+    seen_by_bob = answering.wait().body
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    # The PBX side sees the video section rejected and only PCMU and DTMF offered.
+    assert re.search(r"^m=video 0 ", seen_by_bob, re.MULTILINE), seen_by_bob
+    audio = re.search(r"^m=audio \d+ RTP/AVP ([\d ]+?)\r?$", seen_by_bob, re.MULTILINE)
+    assert audio is not None and audio.group(1).split() == ["0", "101"], seen_by_bob
+    for codec in ("PCMA", "opus", "H264"):
+        assert f" {codec}/" not in seen_by_bob, seen_by_bob
+    assert re.search(r"^m=video 0 ", call.reply.body, re.MULTILINE), call.reply.body
+    assert call.bye() == 200
+    trunk.close()
+    callee.close()
+
+
+def test_users_behind_nat_register_are_called_and_reached_in_dialog(media_lab):
+    # Both users' Contacts name a private address; their packets come from 127.0.0.1.
+    lab = media_lab
+    callee = UserAgent(lab, "carol", contact_ip="10.0.0.6")
+    assert callee.register() == 200
+    caller = UserAgent(lab, "dave", contact_ip="10.0.0.5")
+    # Called through the Path's received address; the caller's BYE reaches the
+    # callee at its source (the alias added to its 200's Contact).
+    answering = callee.answer_in_background(sdp(RtpPeer().port))
+    call = caller.call("carol", sdp(RtpPeer().port, ip="10.0.0.5"))
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    assert ";alias=" in call.reply.header("Contact"), call.reply.header("Contact")
+    assert call.bye() == 200
+    answering.done.wait(5)
+    # The callee hangs up: its BYE reaches the caller at its source too.
+    answering = callee.answer_in_background(sdp(RtpPeer().port))
+    call = caller.call("carol", sdp(RtpPeer().port, ip="10.0.0.5"))
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    invite = answering.wait()
+    assert ";alias=" in invite.header("Contact"), invite.header("Contact")
+    callee.send(answering.bye())
+    bye = caller.receive()
+    assert bye.method == "BYE" and bye.header("Call-ID") == call.call_id, bye.start
+    assert "10.0.0.5" in bye.start and ";alias=" not in bye.start
+    for ua in (caller, callee):
+        ua.close()

@@ -13,9 +13,12 @@ from sipshield.media_policy import (
     SdpFacts,
     Side,
     answer_options,
+    codecs_to_strip,
     fails_closed,
+    media_problem,
     offer_problem,
     plan_offer,
+    reject_media_types,
     weak_suite,
 )
 from sipshield.policy import PolicyError, parse_policy
@@ -205,3 +208,74 @@ def test_leg_memo_round_trips():
         True,
         False,
     )
+
+
+# --- codec and media-type filtering ------------------------------------------------
+
+AUDIO_VIDEO = (
+    "\r\n".join(
+        [
+            "v=0",
+            "o=- 1 1 IN IP4 192.0.2.10",
+            "s=-",
+            "c=IN IP4 192.0.2.10",
+            "t=0 0",
+            "m=audio 4000 RTP/AVP 0 8 96 101",
+            "a=rtpmap:96 opus/48000/2",
+            "a=rtpmap:101 telephone-event/8000",
+            "m=video 4002 RTP/AVP 97",
+            "a=rtpmap:97 H264/90000",
+        ]
+    )
+    + "\r\n"
+)
+
+
+def test_sections_name_static_and_dynamic_codecs():
+    facts = SdpFacts.parse(AUDIO_VIDEO)
+    assert [(s.kind, s.codecs) for s in facts.sections] == [
+        ("audio", ("PCMU", "PCMA", "OPUS", "TELEPHONE-EVENT")),
+        ("video", ("H264",)),
+    ]
+
+
+def test_media_types_not_allowed_are_rejected_with_port_zero_in_place():
+    policy = PeerMedia(media_types=["audio"])
+    filtered = reject_media_types(AUDIO_VIDEO, policy)
+    assert "m=audio 4000 RTP/AVP 0 8 96 101\r\n" in filtered
+    assert "m=video 0 RTP/AVP 97\r\n" in filtered  # the answer still lines up
+    assert [s.kind for s in SdpFacts.parse(filtered).sections] == ["audio"]
+    assert reject_media_types(AUDIO_VIDEO, PeerMedia()) == AUDIO_VIDEO
+
+
+def test_codecs_not_allowed_are_stripped_by_rtpengine():
+    policy = PeerMedia(codecs=["pcmu", "telephone-event"])
+    facts = SdpFacts.parse(AUDIO_VIDEO)
+    assert codecs_to_strip(facts, policy) == ("H264", "OPUS", "PCMA")
+    plan = plan_offer(facts, Side(policy, outside=True, tls=False), INSIDE)
+    assert plan.options is not None
+    assert plan.options.to_ng()["codec"] == {"strip": ["H264", "OPUS", "PCMA"]}
+    # Offers towards the party are filtered by its policy too.
+    plan = plan_offer(facts, INSIDE, Side(policy, outside=True, tls=False))
+    assert plan.options is not None and plan.options.codec_strip == ("H264", "OPUS", "PCMA")
+    assert "codec" not in plan_offer(facts, INSIDE, _outside()).options.to_ng()  # type: ignore[union-attr]
+
+
+def test_offers_with_nothing_allowed_are_refused():
+    facts = SdpFacts.parse(AUDIO_VIDEO)
+    assert media_problem(facts, PeerMedia(media_types=["audio"], codecs=["PCMU"])) is None
+    no_type = media_problem(facts, PeerMedia(media_types=["image"]))
+    assert no_type is not None and no_type.code == 488 and "audio, video" in no_type.reason
+    no_codec = media_problem(facts, PeerMedia(media_types=["audio"], codecs=["G729"]))
+    assert no_codec is not None and "no allowed codec" in no_codec.reason
+    assert "H264" not in no_codec.reason  # video was not allowed anyway
+
+
+def test_media_filter_policy_fields_are_checked():
+    with pytest.raises(ValidationError, match="media_types"):
+        PeerMedia(media_types=["hologram"])  # type: ignore[list-item]
+    settings = MediaSettings.model_validate(
+        {**NG, "trunks": {"carrier": {"media_types": ["audio"], "codecs": ["PCMA"]}}}
+    )
+    assert settings.for_class("trunk:carrier").media_types == ["audio"]
+    assert settings.for_class("users").media_types == []
