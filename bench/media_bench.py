@@ -225,7 +225,11 @@ def measure(quick: bool) -> dict:
                     result["ng"] = _ng_rtt(lab.info["rtpengine_ng"], calls * 5)
                     pgid = lab.info["pids"]["rtpengine"]
                     result["capacity"] = []
-                    for n in steps:
+                    # A bridged call holds 4 ports (RTP and RTCP on each leg); steps
+                    # beyond the lab's port range would measure the range, not rtpengine.
+                    low, high = lab.info["rtp_ports"]
+                    result["port_limit"] = (high - low + 1) // 4 - 10
+                    for n in (n for n in steps if n <= result["port_limit"]):
                         step = _capacity_step(lab.info["rtpengine_ng"], pgid, n, seconds)
                         result["capacity"].append(step)
                         if step["received"] < step["sent"] or step["sender_late_ticks"] > 0.05:
@@ -275,7 +279,8 @@ def report_lines(result: dict) -> list[str]:
         if last["received"] < last["sent"]
         else "the Python sender fell behind"
         if last["sender_late_ticks"] > 0.05
-        else "no step lost packets: the capacity is higher than the largest step"
+        else "no step lost packets: the capacity is higher than the largest step, which the"
+        f" lab's port range bounds at {result.get('port_limit', '?')} calls"
     )
     lines += [
         "",

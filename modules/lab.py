@@ -60,7 +60,7 @@ def config_dir() -> Path:
     raise LabError("cannot find kamailio.cfg; set SIPSHIELD_CFG_DIR")
 
 
-def _port_blocks(count: int, size: int = 200) -> list[tuple[int, int]]:
+def _port_blocks(count: int, size: int = 1000) -> list[tuple[int, int]]:
     # rtpengine takes media ports on demand inside its range; a random block
     # keeps two labs (and two rtpengines of one lab) from competing for ports.
     start = 20000 + secrets.randbelow(40000 // (size * count)) * size * count
