@@ -19,20 +19,33 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sipshield.bans import BanStore
+    from sipshield.policy import Policy, PolicyError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
 
 
-def _policy_check(args: argparse.Namespace) -> int:
+def _report(exc: PolicyError) -> int:
+    for line in exc.errors:
+        print(line, file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _load_policy(path: str) -> Policy | None:
+    """The validated policy, or None after printing every error (file:line: field)."""
     from sipshield.policy import PolicyError, load_policy
 
     try:
-        policy = load_policy(args.file)
+        return load_policy(path)
     except PolicyError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
+        _report(exc)
+        return None
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.file)
+    if policy is None:
         return EXIT_INVALID
     names = ", ".join(f"{m.name}({m.mode})" for m in policy.modules) or "no modules"
     print(f"{args.file}: valid; modules: {names}")
@@ -40,14 +53,10 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 
 def _tls_config(args: argparse.Namespace) -> int:
-    from sipshield.policy import PolicyError, load_policy
     from sipshield.tls_config import render_tls_cfg
 
-    try:
-        policy = load_policy(args.file)
-    except PolicyError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
+    policy = _load_policy(args.file)
+    if policy is None:
         return EXIT_INVALID
     try:
         sys.stdout.write(render_tls_cfg(policy))
@@ -104,9 +113,7 @@ def _lab(args: argparse.Namespace) -> int:
         sbc_config = Path(args.sbc_config) if args.sbc_config else None
         running = lab.up(Path(args.policy), directory, sbc_config, args.sip_address)
     except PolicyError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return EXIT_INVALID
+        return _report(exc)
     except lab.LabError as exc:
         print(f"sipshield lab up: {exc}", file=sys.stderr)
         return EXIT_FAILURE

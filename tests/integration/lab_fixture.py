@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,21 @@ def lab_up(policy: Path, directory: Path, extra_pythonpath: Path | None = None) 
     if proc.returncode != 0:
         raise RuntimeError(f"lab up failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return RunningLab(directory, json.loads((directory / "lab.json").read_text()))
+
+
+@contextmanager
+def lab_with_policy(
+    directory: Path, policy_text: str, extra_pythonpath: Path | None = None
+) -> Iterator[RunningLab]:
+    """A lab running ``policy_text``, stopped on the way out whatever happened."""
+    directory.mkdir(parents=True, exist_ok=True)
+    policy = directory / "policy.yaml"
+    policy.write_text(policy_text)
+    running = lab_up(policy, directory / "lab", extra_pythonpath)
+    try:
+        yield running
+    finally:
+        lab_down(running)
 
 
 def lab_down(lab: RunningLab) -> None:

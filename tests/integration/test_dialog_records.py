@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
+from tests.integration.lab_fixture import RunningLab, lab_with_policy
 from tests.integration.sip_ua import UserAgent, sdp
 
 pytestmark = pytest.mark.integration
@@ -29,11 +29,8 @@ modules:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    directory = tmp_path_factory.mktemp("dialog-records")
-    (directory / "policy.yaml").write_text(POLICY)
-    running = lab_up(directory / "policy.yaml", directory / "lab")
-    yield running
-    lab_down(running)
+    with lab_with_policy(tmp_path_factory.mktemp("dialog-records"), POLICY) as running:
+        yield running
 
 
 def test_a_lower_cseq_from_the_caller_itself_is_refused_and_the_call_ends(recorded):

@@ -23,7 +23,7 @@ import yaml
 from sipshield.dialog_tokens import rotate_key_file
 from sipshield.net import free_port
 from sipshield.sipp import SippResult, SippServer, run_sipp
-from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
+from tests.integration.lab_fixture import RunningLab, lab_with_policy
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,8 @@ modules:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory):
-    directory = tmp_path_factory.mktemp("hijack")
-    policy = directory / "policy.yaml"
-    policy.write_text(POLICY)
-    running = lab_up(policy, directory / "lab")
-    yield running
-    lab_down(running)
+    with lab_with_policy(tmp_path_factory.mktemp("hijack"), POLICY) as running:
+        yield running
 
 
 def key_file(lab: RunningLab) -> Path:

@@ -17,7 +17,7 @@ import pytest
 
 from sipshield.net import free_port
 from sipshield.sipp import credentials_file, run_sipp
-from tests.integration.lab_fixture import RunningLab
+from tests.integration.lab_fixture import RunningLab, lab_with_policy
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +37,8 @@ modules:
 
 @pytest.fixture(scope="module")
 def shield(tmp_path_factory: pytest.TempPathFactory):
-    from tests.integration.lab_fixture import lab_down, lab_up
-
-    directory = tmp_path_factory.mktemp("shield")
-    policy = directory / "policy.yaml"
-    policy.write_text(POLICY)
-    running = lab_up(policy, directory / "lab")
-    yield running
-    lab_down(running)
+    with lab_with_policy(tmp_path_factory.mktemp("shield"), POLICY) as running:
+        yield running
 
 
 def bans(lab: RunningLab) -> dict[str, dict]:

@@ -96,8 +96,14 @@ def python_path() -> str:
     return os.pathsep.join((sysconfig.get_paths()["purelib"], str(PLUGINS)))
 
 
-def node_b(lab: RunningLab) -> Node:
-    """Node B: the lab's SBC command, with its own listeners, runtime directory and name."""
+def node_b(
+    lab: RunningLab, policy_changes: dict | None = None, defines: tuple[str, ...] = ()
+) -> Node:
+    """Node B: the lab's SBC command, with its own listeners, runtime directory and name.
+
+    ``policy_changes`` go into node B's copy of the lab policy, ``defines`` are
+    extra ``-A NAME=VALUE`` pairs for its Kamailio.
+    """
     udp, tls = free_port(), free_port()
     ports = {"SIP_UDP": f"udp:127.0.0.1:{udp}", "SIP_TCP": f"tcp:127.0.0.1:{udp}",
              "SIP_TLS": f"tls:127.0.0.1:{tls}"}  # fmt: skip
@@ -108,11 +114,13 @@ def node_b(lab: RunningLab) -> Node:
             argv[index] = f"{name}={ports[name]}"
         elif argv[index - 1] == "-Y":
             argv[index] = str(lab.directory / "run-sbc-b")
+    argv += [item for name in defines for item in ("-A", name)]
     (lab.directory / "run-sbc-b").mkdir(exist_ok=True)
     policy = yaml.safe_load(Path(lab.info["policy"]).read_text())
     policy["node"] = "node-b"
     policy["listeners"] = {"udp": f"127.0.0.1:{udp}", "tcp": f"127.0.0.1:{udp}",
                            "tls": f"127.0.0.1:{tls}"}  # fmt: skip
+    policy |= policy_changes or {}
     policy_b = lab.directory / "policy-b.yaml"
     policy_b.write_text(yaml.safe_dump(policy, sort_keys=False))
     return Node(

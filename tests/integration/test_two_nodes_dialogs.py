@@ -32,11 +32,10 @@ import pytest
 import yaml
 
 from sipshield.lab import group_members
-from sipshield.net import free_port
 from sipshield.sip_probe import send_request
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
 from tests.integration.sip_ua import UserAgent, sdp
-from tests.integration.test_two_nodes import LISTENERS, Node, python_path
+from tests.integration.test_two_nodes import Node, node_b
 
 pytestmark = pytest.mark.integration
 
@@ -53,37 +52,13 @@ modules:
 
 
 def start_node_b(lab: RunningLab) -> Node:
-    """Node B: the lab's SBC command on its own ports, answering for node A's address."""
+    """Node B answering for node A's address (the cluster's shared Record-Route)."""
     cluster_address = lab.sip_target()
-    udp, tls = free_port(), free_port()
-    ports = {"SIP_UDP": f"udp:127.0.0.1:{udp}", "SIP_TCP": f"tcp:127.0.0.1:{udp}",
-             "SIP_TLS": f"tls:127.0.0.1:{tls}"}  # fmt: skip
-    argv = list(lab.info["commands"]["sbc"])
-    for index, value in enumerate(argv):
-        name = value.split("=", 1)[0]
-        if name in LISTENERS:
-            argv[index] = f"{name}={ports[name]}"
-        elif argv[index - 1] == "-Y":
-            argv[index] = str(lab.directory / "run-sbc-b")
-    argv += ["-A", f"CLUSTER_ADDRESS={cluster_address}"]
-    (lab.directory / "run-sbc-b").mkdir(exist_ok=True)
-    policy = yaml.safe_load(Path(lab.info["policy"]).read_text())
     # The same key file as node A: the lab's policy names it by its absolute path.
-    policy |= {
-        "node": "node-b",
-        "record_route_address": cluster_address,
-        "listeners": {"udp": f"127.0.0.1:{udp}", "tcp": f"127.0.0.1:{udp}",
-                      "tls": f"127.0.0.1:{tls}"},
-    }  # fmt: skip
-    policy_b = lab.directory / "policy-b.yaml"
-    policy_b.write_text(yaml.safe_dump(policy, sort_keys=False))
-    node = Node(
-        "node B",
-        argv,
-        {"SIPSHIELD_POLICY": str(policy_b), "PYTHONPATH": python_path()},
-        lab.directory,
-        lab.directory / "sbc-b.log",
-        udp,
+    node = node_b(
+        lab,
+        {"record_route_address": cluster_address},
+        (f"CLUSTER_ADDRESS={cluster_address}",),
     )
     node.start()
     return node

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
+from tests.integration.lab_fixture import RunningLab, lab_with_policy
 from tests.validation_samples import Sample
 
 VALIDATION_ONLY_POLICY = """\
@@ -28,14 +28,8 @@ modules:
 
 @contextmanager
 def validation_only_lab(directory: Path) -> Iterator[RunningLab]:
-    directory.mkdir(parents=True, exist_ok=True)
-    policy = directory / "policy-validation-only.yaml"
-    policy.write_text(VALIDATION_ONLY_POLICY)
-    running = lab_up(policy, directory / "lab")
-    try:
+    with lab_with_policy(directory, VALIDATION_ONLY_POLICY) as running:
         yield running
-    finally:
-        lab_down(running)
 
 
 def render_for_lab(sample: Sample, lab: RunningLab, transport: str) -> tuple[str, bytes]:
