@@ -25,6 +25,7 @@ import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from sipshield.module import ModuleConfig, SecurityModule
+from sipshield.sdp_body import BodyProblem, find_sdp
 from sipshield.verdict import CONTINUE, Outcome, Reject
 
 if TYPE_CHECKING:
@@ -45,11 +46,15 @@ class SdesGuardConfig(ModuleConfig):
 
 
 def sdp_body(msg: SipRequest) -> bytes:
-    """The body when it is (or contains) SDP, else b""."""
-    content_type = (msg.header("content-type") or "").lower()
-    if not (content_type.startswith("application/sdp") or content_type.startswith("multipart/")):
+    """The SDP to judge, single or the SDP part of a multipart body, else b"".
+
+    A body whose SDP cannot be located is judged whole: no a=crypto line
+    anywhere in it crosses a plain hop.
+    """
+    found = find_sdp(msg.header("content-type"), msg.body)
+    if found is None:
         return b""
-    return msg.body
+    return msg.body if isinstance(found, BodyProblem) else found.sdp
 
 
 def has_sdes(body: bytes) -> bool:

@@ -27,11 +27,11 @@ from sipshield.ksr_message import MAX_NON_UTF8_MESSAGE, MessageUnreadable
 from sipshield.message import MalformedMessage, RawSipMessage
 from sipshield.module import ModuleConfig, SecurityModule
 from sipshield.remediation import STANDARD_PHRASES
+from sipshield.sdp_body import UNSUPPORTED_MEDIA_TYPE, BodyProblem, media_type, multipart_parts
 from sipshield.sip_syntax import (
     CALL_ID_CHARS,
     SipSyntaxError,
     check_name_addr,
-    check_params,
     check_uri,
     check_via,
     is_number,
@@ -83,8 +83,6 @@ MAX_CSEQ = 2**31 - 1
 MAX_MAX_FORWARDS = 255
 # Lists of addresses; the router and the registrar act on their URIs.
 ADDRESS_LIST_HEADERS = {"route": "Route", "record-route": "Record-Route", "contact": "Contact"}
-# Nested multiparts beyond this are refused rather than walked.
-MAX_MULTIPART_DEPTH = 3
 
 # Head bytes a request may carry: HTAB, CR, LF, printable ASCII, and bytes
 # above 0x7f (UTF-8, or the Latin-1 that old phones put in display names).
@@ -97,7 +95,9 @@ class ValidationConfig(ModuleConfig):
     methods: tuple[str, ...] = Field(default=DEFAULT_METHODS, min_length=1)
     # Request-URI schemes accepted; others are answered 416.
     uri_schemes: tuple[str, ...] = Field(default=("sip", "sips", "tel"), min_length=1)
-    # Body media types accepted (each part of a multipart too); others get 415.
+    # Body media types accepted (each part of a multipart, nested multiparts
+    # included); others get 415.  How multiparts are split, how deep they may
+    # nest and how many parts they may hold is sipshield.sdp_body's to say.
     content_types: tuple[str, ...] = Field(default=DEFAULT_CONTENT_TYPES, min_length=1)
     # Above a UDP datagram's usual size on purpose: large SDP and SIP-I bodies
     # over TCP are legitimate.  Larger messages get 413.  The ceiling is the
@@ -275,7 +275,12 @@ def check_routing_headers(msg: RawSipMessage, rules: ValidationConfig) -> Proble
 
 
 def check_body(msg: RawSipMessage, rules: ValidationConfig) -> Problem | None:
-    """Content-Length against the body, and the body's media types."""
+    """Content-Length against the body, and the body's media types.
+
+    A multipart body is split as :mod:`sipshield.sdp_body` splits it for the
+    media modules, so what is judged here is what they act on; every part's
+    type is checked, nested multiparts included.
+    """
     length = msg.header("content-length")
     if length is not None:
         if not is_number(length, 10):
@@ -291,67 +296,34 @@ def check_body(msg: RawSipMessage, rules: ValidationConfig) -> Problem | None:
     content_type = msg.header("content-type")
     if content_type is None:
         return _bad("body without Content-Type")
-    try:
-        return _check_media(content_type, msg.body, rules, depth=0)
-    except SipSyntaxError as exc:
-        return _bad("malformed body", str(exc))
-
-
-def _check_media(
-    content_type: str, body: bytes, rules: ValidationConfig, depth: int
-) -> Problem | None:
-    media, _, params = content_type.partition(";")
-    media = media.strip().lower()
-    kind, slash, subtype = media.partition("/")
-    if not (slash and is_token(kind) and is_token(subtype)):
-        return _bad("malformed Content-Type", f"Content-Type {content_type[:60]!r}")
-    if media not in rules.content_types:
-        return Problem(
-            415,
-            "body type not allowed",
-            f"Content-Type {media[:60]}",
-            (("Accept", ", ".join(rules.content_types)),),
-        )
-    if kind != "multipart":
-        return None
-    if depth >= MAX_MULTIPART_DEPTH:
-        raise SipSyntaxError("multipart nested too deep")
-    boundary = check_params(";" + params if params else "").get("boundary", "").strip('"')
-    if not boundary:
-        raise SipSyntaxError("multipart without boundary")
-    for part_type, part_body in _multipart_parts(body, boundary):
-        problem = _check_media(part_type, part_body, rules, depth + 1)
+    problem = _check_media_type(content_type, rules)
+    if problem or not media_type(content_type).startswith("multipart/"):
+        return problem
+    parts = multipart_parts(content_type, msg.body, with_containers=True)
+    if isinstance(parts, BodyProblem):
+        if parts.code == UNSUPPORTED_MEDIA_TYPE:  # too deep, too many parts
+            return _unsupported("multipart body not supported", parts.reason, rules)
+        return _bad("malformed body", parts.reason)
+    for part in parts:
+        problem = _check_media_type(part.content_type, rules)
         if problem:
             return problem
     return None
 
 
-def _multipart_parts(body: bytes, boundary: str) -> list[tuple[str, bytes]]:
-    """(Content-Type, body) of each part; a part without one is text/plain (RFC 2046)."""
-    chunks = body.split(b"--" + boundary.encode("utf-8", errors="surrogateescape"))
-    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
-        raise SipSyntaxError("multipart body without parts or closing boundary")
-    parts = []
-    for chunk in chunks[1:-1]:
-        # What follows the boundary on its line is padding; headers come next.
-        _, newline, rest = chunk.partition(b"\n")
-        if not newline:
-            raise SipSyntaxError("multipart boundary not followed by a line end")
-        if rest.startswith((b"\r\n", b"\n")):
-            head, part_body = b"", rest.partition(b"\n")[2]
-        else:
-            head, blank, part_body = rest.partition(b"\r\n\r\n")
-            if not blank:
-                head, blank, part_body = rest.partition(b"\n\n")
-            if not blank:
-                raise SipSyntaxError("multipart part headers not terminated")
-        part_type = "text/plain"
-        for line in head.split(b"\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-type":
-                part_type = value.strip().decode("ascii", errors="replace")
-        parts.append((part_type, part_body))
-    return parts
+def _check_media_type(content_type: str, rules: ValidationConfig) -> Problem | None:
+    media = media_type(content_type)
+    kind, slash, subtype = media.partition("/")
+    if not (slash and is_token(kind) and is_token(subtype)):
+        return _bad("malformed Content-Type", f"Content-Type {content_type[:60]!r}")
+    if media not in rules.content_types:
+        return _unsupported("body type not allowed", f"Content-Type {media[:60]}", rules)
+    return None
+
+
+def _unsupported(summary: str, detail: str, rules: ValidationConfig) -> Problem:
+    # A 415 must say what is accepted (RFC 3261 section 21.4.13).
+    return Problem(415, summary, detail, (("Accept", ", ".join(rules.content_types)),))
 
 
 CHECKS: tuple[Callable[[RawSipMessage, ValidationConfig], Problem | None], ...] = (

@@ -6,6 +6,7 @@ import pytest
 
 from sipshield.policy import PolicyError, load_policy, parse_policy
 from sipshield.registry import BUILTIN_MODULES
+from sipshield.sdp_body import MAX_DEPTH
 from sipshield.sip_syntax import (
     SipSyntaxError,
     check_name_addr,
@@ -14,7 +15,12 @@ from sipshield.sip_syntax import (
     split_address_list,
     split_outside_quotes,
 )
-from sipshield.validation import SipValidation, ValidationConfig, find_problem
+from sipshield.validation import (
+    DEFAULT_CONTENT_TYPES,
+    SipValidation,
+    ValidationConfig,
+    find_problem,
+)
 from sipshield.verdict import CONTINUE, Drop, Reject
 from tests.conftest import REPO
 
@@ -197,13 +203,46 @@ def test_limits_come_from_the_settings() -> None:
     assert problem is not None and problem.code == 413
 
 
-def test_nested_multipart_depth_is_bounded() -> None:
-    body = "".join(
-        f"--b{n}\r\nContent-Type: multipart/mixed;boundary=b{n + 1}\r\n\r\n" for n in range(5)
-    )
-    raw = request("MESSAGE", extra="Content-Type: multipart/mixed;boundary=b0", body=body)
+def nested(depth: int) -> bytes:
+    """A MESSAGE whose body is ``depth`` well-formed multiparts, one inside the other."""
+    body = f"--b{depth - 1}\r\n\r\ninnermost\r\n--b{depth - 1}--\r\n"
+    for n in reversed(range(depth - 1)):
+        head = f"--b{n}\r\nContent-Type: multipart/mixed;boundary=b{n + 1}\r\n\r\n"
+        body = f"{head}{body}--b{n}--\r\n"
+    return request("MESSAGE", extra="Content-Type: multipart/mixed;boundary=b0", body=body)
+
+
+def test_nested_multipart_depth_is_bounded_by_sdp_body() -> None:
+    assert find_problem(nested(MAX_DEPTH), ValidationConfig()) is None
+    problem = find_problem(nested(MAX_DEPTH + 1), ValidationConfig())
+    assert problem is not None
+    assert (problem.code, problem.detail) == (415, "multipart nested too deep")
+    assert problem.headers == (("Accept", ", ".join(DEFAULT_CONTENT_TYPES)),)
+
+
+def test_a_malformed_multipart_is_a_bad_request_that_says_why() -> None:
+    body = "--b\r\nContent-Type: text/plain\r\n\r\nhi--b\r\n\r\nsmuggled\r\n--b--\r\n"
+    raw = request("MESSAGE", extra="Content-Type: multipart/mixed;boundary=b", body=body)
     problem = find_problem(raw, ValidationConfig())
-    assert problem is not None and problem.code == 400
+    assert problem is not None
+    assert (problem.code, problem.summary) == (400, "malformed body")
+    assert problem.detail == "multipart boundary inside a line"
+
+
+def test_every_part_type_is_checked_nested_multiparts_included() -> None:
+    body = (
+        "--outer\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n"
+        "--inner\r\nContent-Type: text/plain\r\n\r\nhi\r\n--inner--\r\n"
+        "--outer\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--outer--\r\n"
+    )
+    raw = request("MESSAGE", extra="Content-Type: multipart/mixed;boundary=outer", body=body)
+    allowed = ("multipart/mixed", "multipart/alternative", "text/plain", "application/sdp")
+    assert find_problem(raw, ValidationConfig(content_types=allowed)) is None
+    for missing in allowed[1:]:
+        rules = ValidationConfig(content_types=tuple(t for t in allowed if t != missing))
+        problem = find_problem(raw, rules)
+        assert problem is not None, missing
+        assert (problem.code, problem.detail) == (415, f"Content-Type {missing}")
 
 
 @pytest.mark.parametrize(
