@@ -85,7 +85,8 @@ def _calls(lab: RunningLab, count: int, srtp: bool) -> float:
     assert callee.register() == 200
     caller = UserAgent(lab, "alice", "tls")
     offer = (lambda: sdp(4000, "RTP/SAVP", "127.0.0.1", CRYPTO)) if srtp else (lambda: sdp(4000))
-    answer = sdp(4002, "RTP/SAVP", "127.0.0.1", CRYPTO) if srtp else sdp(4002)
+    # The answer's a=crypto accepts one of the lines rtpengine offered the callee.
+    answer = (lambda o: sdp(4002, "RTP/SAVP", "127.0.0.1", sdes_answer(o))) if srtp else sdp(4002)
     pgid = lab.info["pids"]["sbc"]
     before = group_cpu_seconds(pgid)
     for _ in range(count):
@@ -94,6 +95,8 @@ def _calls(lab: RunningLab, count: int, srtp: bool) -> float:
         answering.wait()
         if call.reply is None or call.reply.status != 200:
             raise RuntimeError(f"call failed: {call.reply}")
+        if srtp and "a=crypto:" not in call.reply.body:
+            raise RuntimeError(f"no SDES answer reached the caller: {call.reply.body}")
         if call.bye() != 200:
             raise RuntimeError("BYE failed")
         answering.done.wait(5)

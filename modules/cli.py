@@ -111,7 +111,13 @@ def _lab(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         sbc_config = Path(args.sbc_config) if args.sbc_config else None
-        running = lab.up(Path(args.policy), directory, sbc_config, args.sip_address)
+        running = lab.up(
+            Path(args.policy),
+            directory,
+            sbc_config,
+            args.sip_address,
+            args.nat_keepalive_interval,
+        )
     except PolicyError as exc:
         return _report(exc)
     except lab.LabError as exc:
@@ -271,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sip-address",
         default="127.0.0.1",
         help="where the SBC's SIP listeners bind (other services stay on 127.0.0.1)",
+    )
+    lab_up.add_argument(
+        "--nat-keepalive-interval",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="between keepalive OPTIONS to users registered from behind NAT (0: none)",
     )
     lab_up.set_defaults(run=_lab)
     lab_down = lab_commands.add_parser("down", help="stop every process of a lab")

@@ -22,16 +22,20 @@ Operators with their own routing keep it and call only the pipeline
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from sipshield import cancel_guard, sdes_guard
 from sipshield.dialog_guard import DialogTokens
 from sipshield.events import Event, EventSink
 from sipshield.ksr_message import read_pv
-from sipshield.media import MEDIA_METHODS, OUT_LEG_PARAM, Leg, MediaAnchor
+from sipshield.media import MEDIA_METHODS, OUT_LEG_PARAM, Leg, MediaAnchor, put_sdp
 from sipshield.message import SipRequest
 from sipshield.policy import Policy, PolicyError
+from sipshield.sdp_body import SdpPart, find_sdp
 from sipshield.tls_policy import next_hop_is_tls, sips_next_hop_problem
+
+log = logging.getLogger("sipshield.edge")
 
 OUTSIDE_DIALOG_FORMING = "IS"  # KSR.is_method_in letters: INVITE, SUBSCRIBE
 # Target-refreshing requests whose Contact must reach the party behind NAT
@@ -42,6 +46,10 @@ TARGET_REFRESH = "ISUN"
 NAT_TEST_REQUEST = 1 | 2 | 16
 # In a reply the topmost Via is ours: only the Contact tells.
 NAT_TEST_REPLY = 1
+# Requests whose success makes a user wait for requests from us (calls,
+# notifications): from behind NAT over UDP, its binding must be kept open.
+# TCP and TLS users keep their own connection open.
+KEEPALIVE_METHODS = ("REGISTER", "SUBSCRIBE")
 
 
 def _sip_uri(host_port: str, transport: str) -> str:
@@ -64,6 +72,13 @@ class EdgeRouter:
         # Signed dialog tokens in our Record-Route (dialog_guard), when enabled.
         self.tokens = DialogTokens.from_policy(policy)
         self.cancel_guard = cancel_guard.find_config(policy)
+        # Keepalive OPTIONS to users behind NAT, sent by Kamailio's nat_traversal
+        # (loaded by the reference kamailio.cfg; KSR has it only when loaded).
+        self.nat_keepalive = hasattr(ksr, "nat_traversal")
+        if not self.nat_keepalive:
+            log.warning(
+                "nat_traversal is not loaded: users registered from behind NAT get no keepalive"
+            )
         self.record_route_address = policy.record_route_address
         if self.record_route_address and ksr.is_myself(f"sip:{self.record_route_address}") <= 0:
             raise PolicyError(
@@ -122,6 +137,8 @@ class EdgeRouter:
         if k.rr.loose_route() > 0:
             if not self._is_from_pbx(msg):
                 self._mark_nated_contact(NAT_TEST_REQUEST)
+                # A refreshed subscription extends its keepalive.
+                self._keep_reachable(msg)
             if not read_pv(k.pv, "$du"):
                 # No Route left: the next hop is the Request-URI, and a Contact marked behind NAT
                 # (;alias=) is reached at its source address instead.
@@ -136,6 +153,7 @@ class EdgeRouter:
     def _route_from_outside(self, msg: SipRequest) -> None:
         k = self.ksr
         k.hdr.remove("Route")
+        self._keep_reachable(msg)
         if msg.method == "REGISTER":
             # The registrar (the PBX) keeps the Contact as sent; the Path's
             # "received" brings requests back to the NAT binding.
@@ -177,6 +195,22 @@ class EdgeRouter:
         k = self.ksr
         if k.is_method_in(TARGET_REFRESH) and k.nathelper.nat_uac_test(test) > 0:
             k.nathelper.add_contact_alias()
+
+    def _keep_reachable(self, msg: SipRequest) -> None:
+        """Keep a UDP user behind NAT reachable while its registration or subscription lasts.
+
+        nat_traversal reads the expiry from the 2xx that comes back and sends
+        an OPTIONS to the request's source once per keepalive interval, from
+        the socket the request arrived on, until then; a failed request or an
+        expiry of 0 ends it.
+        """
+        if (
+            self.nat_keepalive
+            and msg.transport == "udp"
+            and msg.method in KEEPALIVE_METHODS
+            and self.ksr.nathelper.nat_uac_test(NAT_TEST_REQUEST) > 0
+        ):
+            self.ksr.nat_traversal.nat_keepalive()
 
     def on_reply(self) -> None:
         """Every reply (Kamailio's core reply route): a callee behind NAT keeps reachable."""
@@ -224,18 +258,23 @@ class EdgeRouter:
             if outcome.refusal is not None:
                 k.sl.send_reply(outcome.refusal.code, outcome.refusal.reason)
                 return
-            anchored = outcome.body
+            anchored = outcome.anchored
         # ACK cannot be answered and CANCEL follows its INVITE.
-        if msg.method not in ("ACK", "CANCEL") and not self._hop_allowed(msg, anchored):
+        if msg.method not in ("ACK", "CANCEL") and not self._hop_allowed(
+            msg, anchored.sdp if anchored is not None else None
+        ):
             if anchored is not None and leg is not None and not msg.in_dialog:
-                self.media.delete(leg.key)  # type: ignore[union-attr]
+                self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
             return
         if anchored is not None:
-            k.textops.set_body(anchored, "application/sdp")
+            # In a multipart body (SIP-I) only the SDP part changes.
+            put_sdp(k, anchored.part, anchored.sdp)
         if leg is not None:
             self.media.arm(msg, leg)  # type: ignore[union-attr]
         if k.tm.t_relay() < 0:
             k.sl.sl_reply_error()
+            if anchored is not None and leg is not None and not msg.in_dialog:
+                self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
 
     def _media_leg(self, msg: SipRequest) -> Leg:
         k = self.ksr
@@ -285,10 +324,12 @@ class EdgeRouter:
             self._report(msg, "sdes_guard", action, why, "monitor")
             return True
         if action == "strip" and anchored is None:
-            self._report(msg, "sdes_guard", "strip", why + "; stripped, DTLS-SRTP offered")
-            content_type = msg.header("content-type") or "application/sdp"
-            k.textops.set_body(stripped.decode("utf-8", errors="replace"), content_type)
-            return True
+            # Only a located SDP is rewritten (in a multipart body, that part alone).
+            found = find_sdp(msg.header("content-type"), msg.body)
+            if isinstance(found, SdpPart):
+                self._report(msg, "sdes_guard", "strip", why + "; stripped, DTLS-SRTP offered")
+                put_sdp(k, found, stripped.decode("utf-8", errors="replace"))
+                return True
         self._report(msg, "sdes_guard", "reject", why)
         k.sl.send_reply(sdes_guard.NOT_ACCEPTABLE, "Not Acceptable Here")
         return False

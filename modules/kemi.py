@@ -37,6 +37,7 @@ KEMI_CALLBACKS = (
     "ksr_reply_route",
     "ksr_tls_event",
     ONREPLY_ROUTE := "ksr_onreply_route",
+    FAILURE_ROUTE := "ksr_failure_route",
 )
 # Transaction flag: the replies go to the observing modules.  The reply route
 # is armed for media anchoring too, on transactions they must not count.
@@ -94,7 +95,7 @@ class KemiHandler:
         self.media = (
             None
             if policy.media is None
-            else MediaAnchor(policy.media, policy, ksr, self.events, ONREPLY_ROUTE)
+            else MediaAnchor(policy.media, policy, ksr, self.events, ONREPLY_ROUTE, FAILURE_ROUTE)
         )
         self.router = EdgeRouter(policy, ksr, self.events, self.media)
         self.outbound_tls = OutboundTlsCheck(policy)
@@ -204,6 +205,15 @@ class KemiHandler:
                 self.media.on_reply()
             except Exception:
                 log.exception("sipshield core error while anchoring a reply's media")
+        return 1
+
+    def ksr_failure_route(self, msg: Any) -> int:
+        """A failed INVITE armed by the media anchoring: a timeout frees its media."""
+        if self.media is not None:
+            try:
+                self.media.on_failure()
+            except Exception:
+                log.exception("sipshield core error while freeing a failed call's media")
         return 1
 
     # The drop-in's python_exec() entry points: a native configuration keeps

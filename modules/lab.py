@@ -60,11 +60,42 @@ def config_dir() -> Path:
     raise LabError("cannot find kamailio.cfg; set SIPSHIELD_CFG_DIR")
 
 
-def _port_blocks(count: int, size: int = 1000) -> list[tuple[int, int]]:
-    # rtpengine takes media ports on demand inside its range; a random block
-    # keeps two labs (and two rtpengines of one lab) from competing for ports.
-    start = 20000 + secrets.randbelow(40000 // (size * count)) * size * count
-    return [(start + i * size, start + (i + 1) * size - 1) for i in range(count)]
+RTP_PORTS = (20000, 59999)
+RTP_BLOCK = 1000
+
+
+def _port_blocks(count: int) -> list[tuple[int, int]]:
+    """``count`` ranges of media ports that no running rtpengine uses.
+
+    rtpengine binds its media ports with SO_REUSEADDR as calls need them, so
+    two engines given the same range would both bind a port and take each
+    other's media: every rtpengine of every lab on the machine gets its own.
+    """
+    busy = _running_rtpengine_ranges()
+    free = [
+        (start, start + RTP_BLOCK - 1)
+        for start in range(RTP_PORTS[0], RTP_PORTS[1], RTP_BLOCK)
+        if not any(low <= start + RTP_BLOCK - 1 and start <= high for low, high in busy)
+    ]
+    if len(free) < count:
+        raise LabError("no free media port range: too many rtpengines running; stop a lab")
+    return sorted(secrets.SystemRandom().sample(free, count))
+
+
+def _running_rtpengine_ranges() -> list[tuple[int, int]]:
+    """The --port-min/--port-max of each rtpengine process running here."""
+    ranges = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if not argv or Path(argv[0]).name != "rtpengine":
+            continue
+        options = dict(a.removeprefix("--").split("=", 1) for a in argv if "=" in a)
+        with contextlib.suppress(KeyError, ValueError):
+            ranges.append((int(options["port-min"]), int(options["port-max"])))
+    return ranges
 
 
 def rtpengine_count(policy: Policy) -> int:
@@ -175,12 +206,14 @@ def up(
     directory: Path,
     sbc_config: Path | None = None,
     sip_address: str = "127.0.0.1",
+    nat_keepalive_interval: int = 30,
 ) -> Lab:
     """Start the lab; ``sbc_config`` replaces sipshield's kamailio.cfg (benchmark references).
 
     The SBC's SIP listeners take ``sip_address`` (e.g. a veth address inside a
     network namespace, for tests that attack from outside); every other
-    service stays on loopback.
+    service stays on loopback.  ``nat_keepalive_interval`` is the seconds
+    between keepalive OPTIONS to users registered from behind NAT.
     """
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -379,6 +412,8 @@ def up(
                 f'SIPSHIELD_ENTRY="{cfg / "sipshield_kemi.py"}"',
                 "-A",
                 "WORKERS=2",
+                "-A",
+                f"NAT_KEEPALIVE_INTERVAL={nat_keepalive_interval}",
                 # For reference configurations that route natively (benchmarks).
                 "-A",
                 f'PBX_URI="sip:{host}:{ports["pbx"]};transport=udp"',

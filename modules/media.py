@@ -8,6 +8,12 @@ with rtpengine's ng ``offer``/``answer``; BYE, CANCEL and failed INVITEs
 :mod:`sipshield.media_policy`; this class only moves SDP between Kamailio and
 rtpengine.
 
+The SDP is found by :mod:`sipshield.sdp_body`, in a single ``application/sdp``
+body or in the SDP part of a multipart one (SIP-I/SIP-T: SDP + ISUP), and is
+anchored the same way in both.  A request whose body may carry SDP that cannot
+be located safely is refused (400/415, an event), never relayed unanchored; a
+reply cannot be refused, so it goes on unanchored with an event.
+
 A call between two outside parties crosses the SBC twice when the PBX is a
 proxy (outside -> PBX, then PBX -> outside), with the same Call-ID.  Each
 crossing is a *leg* with its own rtpengine call: the leg towards the PBX uses
@@ -38,7 +44,9 @@ from sipshield.media_policy import (
     plan_offer,
     reject_media_types,
 )
+from sipshield.message import branch_of
 from sipshield.rtpengine import NgError, RtpengineClient
+from sipshield.sdp_body import BAD_REQUEST, BodyProblem, SdpPart, find_sdp
 
 if TYPE_CHECKING:
     from sipshield.message import SipRequest
@@ -64,33 +72,69 @@ class Leg:
     to_inside: bool  # the request being handled goes towards the PBX
     outside_tls: bool  # the signalling hop to the outside party is TLS
 
-    def encode(self, method: str, offered: bool, initial: bool) -> str:
-        """The transaction's memo for the reply route (an AVP string)."""
+    def encode(self, method: str, offered: bool, initial: bool, via_branch: str) -> str:
+        """The transaction's memo for the reply and failure routes (an AVP string)."""
         bits = f"{int(self.to_inside)}{int(self.outside_tls)}{int(offered)}{int(initial)}"
-        return "|".join((bits, method, self.peer, self.key))
+        return "|".join((bits, method, self.peer, via_branch, self.key))
 
     @staticmethod
-    def decode(memo: str) -> tuple[Leg, str, bool, bool]:
-        bits, method, peer, key = memo.split("|", 3)
-        return (
+    def decode(memo: str) -> Memo:
+        bits, method, peer, via_branch, key = memo.split("|", 4)
+        return Memo(
             Leg(key, peer, bits[0] == "1", bits[1] == "1"),
             method,
-            bits[2] == "1",
-            bits[3] == "1",
+            offered=bits[2] == "1",
+            initial=bits[3] == "1",
+            via_branch=via_branch,
         )
+
+
+@dataclass(frozen=True)
+class Memo:
+    """What the reply and failure routes need of the request they belong to."""
+
+    leg: Leg
+    method: str
+    offered: bool  # the request carried SDP (else the 2xx's SDP is a late offer)
+    initial: bool  # the request is not in a dialog
+    via_branch: str  # its top Via branch: with a forking proxy upstream, the branch's media
+
+
+def request_branch(msg: SipRequest) -> str | None:
+    """The via-branch rtpengine keeps an initial request's media apart by; None in dialog.
+
+    A proxy that forks (a PBX calling every device of a user) sends the SBC
+    one INVITE per device with the same Call-ID and From tag; each must get
+    its own media, and a branch that fails or is CANCELled must not take the
+    answered one's media with it.
+    """
+    return None if msg.in_dialog else branch_of(msg.header("via") or "") or None
+
+
+@dataclass(frozen=True)
+class AnchoredSdp:
+    part: SdpPart  # where the received SDP is in the body
+    sdp: str  # what rtpengine made of it, to relay instead
 
 
 @dataclass(frozen=True)
 class RequestOutcome:
     refusal: Refusal | None = None
-    body: str | None = None  # the SDP to relay instead of the received one
+    anchored: AnchoredSdp | None = None
 
 
-def _sdp(content_type: str | None, body: str) -> str | None:
-    """The body when it is a single SDP; multipart bodies are not anchored."""
-    if not body or not (content_type or "").lower().startswith("application/sdp"):
-        return None
-    return body
+def put_sdp(ksr: Any, part: SdpPart, sdp: str) -> None:
+    """Have Kamailio relay ``sdp`` in place of the SDP found at ``part``.
+
+    In a multipart body only the SDP's text is replaced: the Content-Type, the
+    boundary and the other parts stay byte for byte.  Setting the whole body
+    again is not possible there, as KEMI strings cannot carry a binary ISUP part
+    (``find_sdp`` made sure the first match of the SDP's text is its part).
+    """
+    if part.multipart:
+        ksr.textops.replace_body_str(part.text, sdp, "f")
+    else:
+        ksr.textops.set_body(sdp, "application/sdp")
 
 
 class MediaAnchor:
@@ -101,11 +145,13 @@ class MediaAnchor:
         ksr: Any,
         events: EventSink | None,
         reply_route: str,
+        failure_route: str,
     ) -> None:
         self.settings = settings
         self.ksr = ksr
         self.events = events
         self.reply_route = reply_route
+        self.failure_route = failure_route
         self.trunks = [
             (
                 f"trunk:{t.name}",
@@ -167,12 +213,19 @@ class MediaAnchor:
         outside = self._outside(leg)
         if outside.policy.srtp == "passthrough":
             return RequestOutcome()
-        if msg.method in TEARDOWN_METHODS:
+        if msg.method == "BYE":
             self.delete(leg.key)
             return RequestOutcome()
-        sdp = _sdp(msg.header("content-type"), msg.body.decode("utf-8", errors="replace"))
-        if sdp is None:
+        if msg.method == "CANCEL":
+            # This branch only (its Via branch is its INVITE's): another may have answered.
+            self.drop_branch(msg, leg)
             return RequestOutcome()
+        found = find_sdp(msg.header("content-type"), msg.body)
+        if found is None:
+            return RequestOutcome()
+        if isinstance(found, BodyProblem):
+            return self._unlocated(msg, found)
+        sdp = found.text
         sender, receiver = (outside, self.inside) if leg.to_inside else (self.inside, outside)
         facts = SdpFacts.parse(sdp)
         try:
@@ -188,7 +241,9 @@ class MediaAnchor:
                 plan = plan_offer(facts, sender, receiver)
                 if plan.options is None:
                     return RequestOutcome()
-                result = self._client().offer(sdp, leg.key, msg.from_tag, plan.options)
+                result = self._client().offer(
+                    sdp, leg.key, msg.from_tag, plan.options, request_branch(msg)
+                )
             elif msg.method in ANSWER_METHODS:
                 # A late offer: the SDP in the 2xx was the offer, this is its answer.
                 options = answer_options(sender, receiver)
@@ -199,7 +254,16 @@ class MediaAnchor:
                 return RequestOutcome()
         except NgError as exc:
             return self._unavailable(msg, outside, exc)
-        return RequestOutcome(body=result.sdp)
+        return RequestOutcome(anchored=AnchoredSdp(found, result.sdp))
+
+    def _unlocated(self, msg: SipRequest, problem: BodyProblem) -> RequestOutcome:
+        """A body whose SDP cannot be located: it cannot be anchored, so it does not pass."""
+        if msg.method == "ACK":
+            self._report(msg, "passthrough", f"media not anchored: {problem.reason}")
+            return RequestOutcome()
+        self._report(msg, "reject", f"SDP cannot be located in the body: {problem.reason}")
+        phrase = "Bad Request" if problem.code == BAD_REQUEST else "Unsupported Media Type"
+        return RequestOutcome(Refusal(problem.code, phrase))
 
     def _unavailable(self, msg: SipRequest, outside: Side, exc: NgError) -> RequestOutcome:
         if msg.method == "ACK" or not fails_closed(self.settings, outside.policy):
@@ -214,14 +278,25 @@ class MediaAnchor:
             return
         if self._outside(leg).policy.srtp == "passthrough":
             return
-        offered = _sdp(msg.header("content-type"), msg.body.decode("utf-8", "replace")) is not None
+        offered = isinstance(find_sdp(msg.header("content-type"), msg.body), SdpPart)
         k = self.ksr
-        k.pv.sets(LEG_AVP, leg.encode(msg.method, offered, initial=not msg.in_dialog))
+        memo = leg.encode(msg.method, offered, not msg.in_dialog, request_branch(msg) or "")
+        k.pv.sets(LEG_AVP, memo)
         k.tm.t_on_reply(self.reply_route)
+        if msg.method == "INVITE" and not msg.in_dialog:
+            # The call's outcome, not each branch's: the failure route frees a failed call.
+            k.tm.t_on_failure(self.failure_route)
 
-    def delete(self, key: str) -> None:
+    def drop_branch(self, msg: SipRequest, leg: Leg) -> None:
+        """Free the media of this request's branch; the call goes with its last branch."""
+        self.delete(leg.key, msg.from_tag, request_branch(msg))
+
+    def delete(self, key: str, from_tag: str | None = None, via_branch: str | None = None) -> None:
+        """Delete a call, or one branch of it (``from_tag`` and ``via_branch``)."""
+        if not via_branch:
+            from_tag = None
         try:
-            self._client().delete(key, delete_delay=0)
+            self._client().delete(key, from_tag, delete_delay=0, via_branch=via_branch)
         except NgError as exc:
             # rtpengine times the call out by itself; nothing else can be done.
             log.warning("rtpengine delete of %s failed: %s", key, exc)
@@ -234,38 +309,60 @@ class MediaAnchor:
         memo = read_pv(k.pv, LEG_AVP)
         if not memo:
             return
-        leg, method, offered, initial = Leg.decode(memo)
+        armed = Leg.decode(memo)
+        leg, branch = armed.leg, armed.via_branch or None
         status = int(k.pv.get("$rs") or 0)
-        if status >= 300:
-            if initial and method == "INVITE":
-                self.delete(leg.key)
+        # A failed branch is not a failed call (forking: another branch may
+        # answer); the failure route sees the call's outcome (on_failure).
+        if status <= 100 or status >= 300:
             return
-        if status <= 100:
+        # Bytes that are not UTF-8 (a binary ISUP part) come back as they were received.
+        body = (read_pv(k.pv, "$rb") or "").encode("utf-8", errors="surrogateescape")
+        found = find_sdp(read_pv(k.pv, "$hdr(Content-Type)"), body)
+        if found is None:
             return
-        sdp = _sdp(read_pv(k.pv, "$hdr(Content-Type)"), read_pv(k.pv, "$rb") or "")
-        if sdp is None:
+        if isinstance(found, BodyProblem):
+            self._report_reply(f"media not anchored in {status} reply: {found.reason}")
             return
+        sdp = found.text
         outside = self._outside(leg)
         # The reply travels the other way: from the request's receiver to its sender.
         answerer, receiver = (self.inside, outside) if leg.to_inside else (outside, self.inside)
         from_tag, to_tag = read_pv(k.pv, "$ft") or "", read_pv(k.pv, "$tt") or ""
         try:
-            if offered:
+            if armed.offered:
                 options = answer_options(answerer, receiver)
                 if options is None:
                     return
-                result = self._client().answer(sdp, leg.key, from_tag, to_tag, options)
+                result = self._client().answer(sdp, leg.key, from_tag, to_tag, options, branch)
             else:
                 # A late offer, made by the answering party.
                 sdp = reject_media_types(sdp, outside.policy)
                 plan = plan_offer(SdpFacts.parse(sdp), answerer, receiver)
                 if plan.options is None:
                     return
-                result = self._client().offer(sdp, leg.key, to_tag, plan.options)
+                result = self._client().offer(sdp, leg.key, to_tag, plan.options, branch)
         except NgError as exc:
             self._report_reply(f"media not anchored in {status} reply: {exc}")
             return
-        k.textops.set_body(result.sdp, "application/sdp")
+        put_sdp(k, found, result.sdp)
+
+    def on_failure(self) -> None:
+        """An initial INVITE armed by :meth:`arm` failed (Kamailio's failure route).
+
+        This runs once the transaction ended unanswered: a negative reply,
+        the 407 challenge, or a branch that timed out (Kamailio's own 408,
+        which no reply route sees).  Only this transaction's branch is freed:
+        with a forking proxy upstream, another branch may have answered.  A
+        CANCELled branch was freed when the CANCEL passed.
+        """
+        k = self.ksr
+        memo = read_pv(k.pv, LEG_AVP)
+        if memo and k.tm.t_is_canceled() <= 0:
+            armed = Leg.decode(memo)
+            if k.tm.t_branch_timeout() > 0:
+                log.info("sipshield media: %s timed out unanswered", armed.leg.key)
+            self.delete(armed.leg.key, read_pv(k.pv, "$ft"), armed.via_branch)
 
     # --- events -------------------------------------------------------------------
 

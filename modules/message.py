@@ -69,6 +69,15 @@ def tag_of(name_addr: str) -> str:
     return match.group(1) if match else ""
 
 
+_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
+
+
+def branch_of(via: str) -> str:
+    """The branch parameter of the first via-parm of a Via header value ("" if none)."""
+    match = _BRANCH.search(via.split(",", 1)[0])
+    return match.group(1) if match else ""
+
+
 @runtime_checkable
 class SipRequest(Protocol):
     """What every security module may read about a request."""

@@ -55,9 +55,15 @@ class RtpengineClient:
         return reply
 
     def offer(
-        self, sdp: str, call_id: str, from_tag: str, options: MediaOptions | None = None
+        self,
+        sdp: str,
+        call_id: str,
+        from_tag: str,
+        options: MediaOptions | None = None,
+        via_branch: str | None = None,
     ) -> SdpResult:
-        reply = self.request(Offer(sdp, call_id, from_tag, options or MediaOptions()))
+        offer = Offer(sdp, call_id, from_tag, options or MediaOptions(), via_branch)
+        reply = self.request(offer)
         return SdpResult(reply.get_str("sdp"), reply)
 
     def answer(
@@ -67,8 +73,10 @@ class RtpengineClient:
         from_tag: str,
         to_tag: str,
         options: MediaOptions | None = None,
+        via_branch: str | None = None,
     ) -> SdpResult:
-        reply = self.request(Answer(sdp, call_id, from_tag, to_tag, options or MediaOptions()))
+        answer = Answer(sdp, call_id, from_tag, to_tag, options or MediaOptions(), via_branch)
+        reply = self.request(answer)
         return SdpResult(reply.get_str("sdp"), reply)
 
     def delete(
@@ -77,9 +85,11 @@ class RtpengineClient:
         from_tag: str | None = None,
         to_tag: str | None = None,
         delete_delay: int | None = None,
+        via_branch: str | None = None,
     ) -> NgReply:
-        """Delete a call. rtpengine answers an unknown call with ok plus a warning."""
-        return self.request(Delete(call_id, from_tag, to_tag, delete_delay))
+        """Delete a call (or one branch of it). rtpengine answers an unknown call with
+        ok plus a warning."""
+        return self.request(Delete(call_id, from_tag, to_tag, delete_delay, via_branch))
 
     def query(self, call_id: str, from_tag: str | None = None) -> NgReply:
         """Return rtpengine's call state (tags, streams, counters) in ``reply.data``."""

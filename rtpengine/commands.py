@@ -75,15 +75,21 @@ class Offer:
     call_id: str
     from_tag: str
     options: MediaOptions = field(default_factory=MediaOptions)
+    # The request's top Via branch: with a forking proxy upstream, offers with the
+    # same tags reach several callees, and each branch then gets its own media.
+    via_branch: str | None = None
 
     def to_ng(self) -> dict[str, Encodable]:
-        return {
-            **self.options.to_ng(),
-            "command": self.name,
-            "sdp": self.sdp,
-            "call-id": self.call_id,
-            "from-tag": self.from_tag,
-        }
+        return _with_branch(
+            {
+                **self.options.to_ng(),
+                "command": self.name,
+                "sdp": self.sdp,
+                "call-id": self.call_id,
+                "from-tag": self.from_tag,
+            },
+            self.via_branch,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +100,28 @@ class Answer:
     from_tag: str
     to_tag: str
     options: MediaOptions = field(default_factory=MediaOptions)
+    via_branch: str | None = None  # the offer's branch, which this answers
 
     def to_ng(self) -> dict[str, Encodable]:
-        return {
-            **self.options.to_ng(),
-            "command": self.name,
-            "sdp": self.sdp,
-            "call-id": self.call_id,
-            "from-tag": self.from_tag,
-            "to-tag": self.to_tag,
-        }
+        return _with_branch(
+            {
+                **self.options.to_ng(),
+                "command": self.name,
+                "sdp": self.sdp,
+                "call-id": self.call_id,
+                "from-tag": self.from_tag,
+                "to-tag": self.to_tag,
+            },
+            self.via_branch,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    """Delete a call, or only one branch of it when tags are given."""
+    """Delete a call, or only one branch of it when tags or a via-branch are given.
+
+    rtpengine deletes the whole call when its last branch goes.
+    """
 
     name: ClassVar[str] = "delete"
     call_id: str
@@ -118,12 +131,13 @@ class Delete:
     # the ports at once, so a new offer with the same Call-ID (an INVITE retried after
     # a 407) starts a fresh call instead of reviving the doomed one.
     delete_delay: int | None = None
+    via_branch: str | None = None
 
     def to_ng(self) -> dict[str, Encodable]:
         ng = _with_tags({"command": self.name, "call-id": self.call_id}, self.from_tag, self.to_tag)
         if self.delete_delay is not None:
             ng["delete-delay"] = self.delete_delay
-        return ng
+        return _with_branch(ng, self.via_branch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,4 +182,10 @@ def _with_tags(
         ng["from-tag"] = from_tag
     if to_tag is not None:
         ng["to-tag"] = to_tag
+    return ng
+
+
+def _with_branch(ng: dict[str, Encodable], via_branch: str | None) -> dict[str, Encodable]:
+    if via_branch:
+        ng["via-branch"] = via_branch
     return ng

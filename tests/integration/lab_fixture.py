@@ -129,14 +129,21 @@ class RunningLab:
         )
 
 
-def lab_up(policy: Path, directory: Path, extra_pythonpath: Path | None = None) -> RunningLab:
+def lab_up(
+    policy: Path, directory: Path, extra_pythonpath: Path | None = None, *lab_options: str
+) -> RunningLab:
+    """Start a lab with ``sipshield lab up`` (``lab_options`` are its further options)."""
     env = dict(os.environ)
     if extra_pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(extra_pythonpath), env.get("PYTHONPATH", "")) if p
         )
     proc = subprocess.run(
-        [*SIPSHIELD, "lab", "up", "--policy", str(policy), "--dir", str(directory), "--detach"],
+        [
+            *SIPSHIELD,
+            *("lab", "up", "--policy", str(policy), "--dir", str(directory), "--detach"),
+            *lab_options,
+        ],
         capture_output=True,
         text=True,
         env=env,

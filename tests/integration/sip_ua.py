@@ -14,6 +14,7 @@ import secrets
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.integration.lab_fixture import RunningLab
@@ -192,11 +193,12 @@ class UserAgent:
             f'nonce="{params["nonce"]}", uri="{ruri}", response="{response}", algorithm=MD5'
         )
 
-    def register(self) -> int:
+    def register(self, expires: int = 300) -> int:
+        """Register (``expires=0``: remove the binding); returns the final status."""
         ruri = f"sip:{self.lab.domain}"
         to = f"<sip:{self.user}@{self.lab.domain}>"
         call_id = secrets.token_hex(8)
-        extra = [("Expires", "300")]
+        extra = [("Expires", str(expires))]
         self.send(self.request("REGISTER", ruri, to, call_id, extra=extra))
         reply = self.response()
         if reply.status == 401:
@@ -280,7 +282,10 @@ class UserAgent:
 
     # --- answering ----------------------------------------------------------------
 
-    def answer_in_background(self, answer: str, status: int = 200) -> Answering:
+    def answer_in_background(
+        self, answer: str | Callable[[str], str], status: int = 200
+    ) -> Answering:
+        """Answer the next INVITE with ``answer``: an SDP, or a function of the offer's SDP."""
         return Answering(self, answer, status)
 
 
@@ -313,7 +318,7 @@ class Call:
 class Answering:
     """Waits for one INVITE on ``ua`` and answers it; then takes the ACK and a BYE."""
 
-    def __init__(self, ua: UserAgent, answer: str, status: int) -> None:
+    def __init__(self, ua: UserAgent, answer: str | Callable[[str], str], status: int) -> None:
         self.ua, self.answer, self.status = ua, answer, status
         self.invite: SipMessage | None = None
         self.error: BaseException | None = None
@@ -349,7 +354,8 @@ class Answering:
                     self.invite = msg
                     if self.status == 200:
                         self._reply(msg, 180, "Ringing")
-                        self._reply(msg, 200, "OK", self.answer)
+                        answer = self.answer(msg.body) if callable(self.answer) else self.answer
+                        self._reply(msg, 200, "OK", answer)
                         self.answered.set()
                     elif self.status == 180:
                         # Rings until CANCELled.

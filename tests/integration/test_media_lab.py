@@ -160,6 +160,57 @@ def test_failed_call_leaves_no_media_behind(media_lab):
     callee.close()
 
 
+def test_a_forked_call_keeps_the_media_of_the_branch_that_answered(media_lab):
+    # The lab PBX is a proxy: a user registered from two devices is called on both
+    # at once, each INVITE crossing the SBC with the same Call-ID and From tag.
+    # The device that did not answer is CANCELled; that must not free the media
+    # of the one that did.
+    lab = media_lab
+    desk = _register(lab, "u1020", ip="127.0.0.61")
+    softphone = _register(lab, "u1020", ip="127.0.0.62")
+    caller = UserAgent(lab, "u1021", ip="127.0.0.63")
+    caller_media, desk_media = RtpPeer(), RtpPeer()
+    answering = desk.answer_in_background(sdp(desk_media.port))
+    ringing = softphone.answer_in_background(sdp(RtpPeer().port), status=180)
+    call = caller.call("u1020", sdp(caller_media.port))
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    seen_by_desk = answering.wait().body
+    assert ringing.done.wait(5) and ringing.cancelled, "the other device was not CANCELled"
+    time.sleep(0.3)
+    assert set(_legs_left(lab, call.call_id)) == {call.call_id, call.call_id + "~out"}
+
+    to_desk = ("127.0.0.1", media_port(call.reply.body))
+    to_caller = ("127.0.0.1", media_port(seen_by_desk))
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        caller_media.send(to_desk, ssrc=0xCA11, count=1)
+        desk_media.send(to_caller, ssrc=0xDE5C, count=1)
+        time.sleep(0.02)
+    assert desk_media.receive(), "no RTP from the caller reached the device that answered"
+    assert caller_media.receive(), "no RTP from the device that answered reached the caller"
+    assert call.bye() == 200
+    answering.done.wait(5)
+    time.sleep(0.3)
+    assert _legs_left(lab, call.call_id) == []
+    for ua in (desk, softphone, caller, caller_media, desk_media):
+        ua.close()
+
+
+def test_unanswered_call_leaves_no_media_behind(media_lab):
+    # The callee is registered but says nothing, not even 100 Trying: the SBC's
+    # branch to it times out (Kamailio's own 408), so no reply ever shows the
+    # media anchoring that the call failed.
+    lab = media_lab
+    callee = _register(lab, "alice", ip="127.0.0.51")
+    caller = UserAgent(lab, "bob", ip="127.0.0.52")
+    call = caller.call("alice", sdp(RtpPeer().port), timeout=15)
+    assert call.reply is not None and call.reply.status == 408, call.reply
+    time.sleep(0.3)
+    assert _legs_left(lab, call.call_id) == []
+    caller.close()
+    callee.close()
+
+
 def test_zrtp_offer_is_relayed_untouched_end_to_end(make_lab, tmp_path):
     # Even where SRTP is mandatory: ZRTP keys the media end to end.
     lab = make_lab(_policy(tmp_path, users_srtp="mandatory").read_text())

@@ -91,6 +91,21 @@ class Node:
         return send_request(("127.0.0.1", self.port), timeout=timeout, source_ip=source_ip)
 
 
+def restart_sbc(lab: RunningLab, how: signal.Signals) -> Node:
+    """Stop the lab's SBC with ``how`` and start it again with its own command."""
+    env = {"SIPSHIELD_POLICY": lab.info["policy"], "PYTHONPATH": python_path()}
+    node = Node("the SBC", lab.info["commands"]["sbc"], env, lab.directory,
+                Path(lab.info["logs"]["sbc"]), lab.sip()[1])  # fmt: skip
+    os.killpg(lab.info["pids"]["sbc"], how)
+    while group_members(lab.info["pids"]["sbc"]):
+        time.sleep(0.05)
+    node.start()
+    # `lab down` must stop the new process.
+    lab.info["pids"]["sbc"] = node.proc.pid  # type: ignore[union-attr]
+    (lab.directory / "lab.json").write_text(json.dumps(lab.info))
+    return node
+
+
 def python_path() -> str:
     """What the lab gives its SBC: this venv's packages and the test plugins."""
     return os.pathsep.join((sysconfig.get_paths()["purelib"], str(PLUGINS)))
@@ -209,16 +224,7 @@ def test_a_ban_survives_a_restart_of_node_a(cluster):
     subprocess.run([*SIPSHIELD, "bans", "--lab", str(lab.directory), "add", banned],
                    check=True, capture_output=True)  # fmt: skip
     assert lab.options(source_ip=banned, timeout=0.5) is None
-    env = {"SIPSHIELD_POLICY": lab.info["policy"], "PYTHONPATH": python_path()}
-    node_a = Node("node A", lab.info["commands"]["sbc"], env, lab.directory,
-                  Path(lab.info["logs"]["sbc"]), lab.sip()[1])  # fmt: skip
-    os.killpg(lab.info["pids"]["sbc"], signal.SIGKILL)
-    while group_members(lab.info["pids"]["sbc"]):
-        time.sleep(0.05)
-    node_a.start()
-    # `lab down` must stop the new node A.
-    lab.info["pids"]["sbc"] = node_a.proc.pid
-    (lab.directory / "lab.json").write_text(json.dumps(lab.info))
+    restart_sbc(lab, signal.SIGKILL)
     # The fresh workers load the ban from Redis before their first answer.
     assert [lab.options(source_ip=banned, timeout=0.5) for _ in range(4)] == [None] * 4
     assert lab.options(source_ip="127.0.0.96") == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sipshield.media import Leg
+from sipshield.media import Leg, Memo, request_branch
 from sipshield.media_policy import (
     SDES_SUITES,
     MediaSettings,
@@ -21,6 +21,7 @@ from sipshield.media_policy import (
     reject_media_types,
     weak_suite,
 )
+from sipshield.message import RawSipMessage
 from sipshield.policy import PolicyError, parse_policy
 from tests.conftest import REPO
 
@@ -202,12 +203,26 @@ def test_dead_rtpengine_fails_closed_where_srtp_is_required():
 
 def test_leg_memo_round_trips():
     leg = Leg("abc|def~out", "trunk:carrier", to_inside=False, outside_tls=True)
-    assert Leg.decode(leg.encode("INVITE", offered=True, initial=False)) == (
-        leg,
-        "INVITE",
-        True,
-        False,
+    memo = leg.encode("INVITE", offered=True, initial=False, via_branch="z9hG4bK.1")
+    assert Leg.decode(memo) == Memo(leg, "INVITE", True, False, "z9hG4bK.1")
+    # In dialog there is no branch to keep apart.
+    assert Leg.decode(leg.encode("UPDATE", False, False, "")).via_branch == ""
+
+
+def test_request_branch_is_the_top_via_branch_of_initial_requests_only():
+    invite = RawSipMessage(
+        b"INVITE sip:bob@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKpbx2;rport,"
+        b" SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.8;branch=z9hG4bKb\r\n"
+        b"From: <sip:alice@example.com>;tag=f\r\nTo: <sip:bob@example.com>\r\n"
+        b"Call-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
     )
+    assert request_branch(invite) == "z9hG4bKpbx2"
+    reinvite = RawSipMessage(
+        invite.raw.replace(b"<sip:bob@example.com>", b"<sip:bob@example.com>;tag=t", 1)
+    )
+    assert reinvite.in_dialog and request_branch(reinvite) is None
 
 
 # --- codec and media-type filtering ------------------------------------------------
