@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol, runtime_checkable
 
+from sipshield.sip_syntax import SipSyntaxError, closing_quote
+
 # RFC 3261 section 7.3.3 and the IANA registry: compact header names.
 COMPACT_HEADERS: dict[str, str] = {
     "a": "accept-contact",
@@ -50,11 +52,21 @@ def canonical_header_name(name: str) -> str:
 
 
 def uri_of(name_addr: str) -> str:
-    """The URI inside a From/To/Contact value, with or without angle brackets."""
-    inside = _URI_IN_ANGLES.search(name_addr)
+    """The URI inside a From/To/Contact/Refer-To value, with or without angle brackets.
+
+    A quoted display name may itself hold ``<sip:...>``: it is skipped, so the
+    URI is the one a SIP parser would route to.  "" when the quotes never close.
+    """
+    text = name_addr.strip()
+    if text.startswith('"'):
+        try:
+            text = text[closing_quote(text) + 1 :]
+        except SipSyntaxError:
+            return ""
+    inside = _URI_IN_ANGLES.search(text)
     if inside:
         return inside.group(1).strip()
-    return name_addr.split(";", 1)[0].strip()
+    return text.split(";", 1)[0].strip()
 
 
 def user_of(uri: str) -> str:

@@ -10,7 +10,13 @@ has no business transferring the PBX's calls.
   patterns, only targets in the policy's own domain are allowed.
 
 The patterns are regular expressions matched against the start of the URI,
-e.g. ``sip:[0-9]{3,4}@`` for internal extensions.
+e.g. ``sip:[0-9]{3,4}@`` for internal extensions.  They see the target the
+way the far end will dial it: the user part percent-decoded and, when it is a
+number, without RFC 3966 visual separators, so ``sip:%2B44...``,
+``sip:0-900-...`` or ``tel:(0900)...`` meet the same patterns as ``+44`` and
+``0900``.  A REFER carries exactly one Refer-To (RFC 3515); one with more is
+refused, since only one target could be checked and the far end may act on
+another.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import Field, field_validator
 
@@ -31,7 +38,16 @@ if TYPE_CHECKING:
     from sipshield.state import SharedState
 
 # International and premium-rate prefixes in tel: or sip: user parts.
-DEFAULT_DENY = [r"(tel:|sips?:)\+", r"(tel:|sips?:)00", r"(tel:|sips?:)(09|190|0900)"]
+# 011 is the North American international prefix.
+DEFAULT_DENY = [
+    r"(tel:|sips?:)\+",
+    r"(tel:|sips?:)00",
+    r"(tel:|sips?:)011",
+    r"(tel:|sips?:)(09|190|0900)",
+]
+# RFC 3966 visual separators: "0-900-123" and "(0900)123" dial as "0900123".
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
+_DIALLED_NUMBER = re.compile(r"\+?[0-9*#]+")
 
 
 class ReferPolicyConfig(ModuleConfig):
@@ -76,17 +92,53 @@ class ReferPolicy(SecurityModule):
             trunk = next((name for net, name in self.trunk_networks if address in net), None)
             if trunk is not None:
                 return Reject(f"REFER from trunk {trunk} (trunks_may_refer: false)", code=403)
-        refer_to = msg.header("refer-to") or ""
-        target = re.split(r"[?;]", uri_of(refer_to), maxsplit=1)[0]
+        values = [v for h in msg.header_values("refer-to") for v in _header_values(h)]
+        if len(values) > 1:
+            return Reject(f"REFER with {len(values)} Refer-To targets (RFC 3515: one)", code=400)
+        target = re.split(r"[?;]", uri_of(values[0]) if values else "", maxsplit=1)[0]
         if not target:
             return Reject("REFER without a Refer-To target", code=400)
-        if any(pattern.match(target) for pattern in self.deny):
+        dialled, host = dialled_target(target)
+        if any(p.match(target) or p.match(dialled) for p in self.deny):
             return Reject(f"transfer to {target} denied by refer_policy.deny", code=403)
         if self.allow:
-            if not any(pattern.match(target) for pattern in self.allow):
+            if not any(pattern.match(dialled) for pattern in self.allow):
                 return Reject(f"transfer to {target} not in refer_policy.allow", code=403)
             return CONTINUE
-        host = target.split("@", 1)[-1].split(":", 1)[0].lower() if "@" in target else ""
         if host != self.domain:
             return Reject(f"transfer to {target} outside the domain {self.domain}", code=403)
         return CONTINUE
+
+
+def dialled_target(target: str) -> tuple[str, str]:
+    """The target as the far end dials it (``scheme:user@host``), and its host ("" for tel:).
+
+    The user part is percent-decoded; a number loses its visual separators.
+    """
+    scheme, _, rest = target.partition(":")
+    user, at, host = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    user = unquote(user)
+    number = user.translate(_VISUAL_SEPARATORS)
+    if _DIALLED_NUMBER.fullmatch(number):
+        user = number
+    host = host.split(":", 1)[0].lower()
+    return f"{scheme.lower()}:{user}{at}{host}", host
+
+
+def _header_values(header: str) -> list[str]:
+    """The comma-separated values of one header line (commas in quotes or <> don't count)."""
+    values, start, quoted, angled, index = [], 0, False, False, 0
+    while index < len(header):
+        char = header[index]
+        if quoted and char == "\\":
+            index += 1
+        elif char == '"':
+            quoted = not quoted
+        elif not quoted and char in "<>":
+            angled = char == "<"
+        elif char == "," and not quoted and not angled:
+            values.append(header[start:index])
+            start = index + 1
+        index += 1
+    values.append(header[start:])
+    return [v.strip() for v in values if v.strip()]

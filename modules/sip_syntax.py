@@ -191,7 +191,7 @@ def check_name_addr(value: str) -> None:
     text = value.strip()
     if text.startswith('"'):
         # A quoted display name, possibly holding '<', ';' or escaped quotes.
-        closing = _closing_quote(text)
+        closing = closing_quote(text)
         text = text[closing + 1 :].lstrip()
         if not text.startswith("<"):
             raise SipSyntaxError("no <URI> after the display name")
@@ -213,7 +213,8 @@ def check_name_addr(value: str) -> None:
     check_params(params)
 
 
-def _closing_quote(text: str) -> int:
+def closing_quote(text: str) -> int:
+    """Where the quoted string that ``text`` starts with ends (backslash escapes skipped)."""
     index = 1
     while index < len(text):
         if text[index] == "\\":

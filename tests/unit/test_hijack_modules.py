@@ -115,11 +115,13 @@ def test_binding_move_within_the_window():
     assert guard._move(elsewhere, stale) is None
 
 
-def refer(target, src="192.0.2.10"):
+def refer(target, src="192.0.2.10", refer_to=None):
+    """A REFER to ``target``; ``refer_to`` replaces the whole Refer-To line(s)."""
+    refer_to = refer_to or f"Refer-To: <{target}>"
     raw = (
         "REFER sip:bob@192.0.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK1\r\n"
         "From: <sip:alice@example.net>;tag=1\r\nTo: <sip:bob@example.net>;tag=2\r\n"
-        f"Call-ID: c\r\nCSeq: 2 REFER\r\nRefer-To: <{target}>\r\nContent-Length: 0\r\n\r\n"
+        f"Call-ID: c\r\nCSeq: 2 REFER\r\n{refer_to}\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     return RawSipMessage(raw, src_ip=src)
 
@@ -141,6 +143,38 @@ def test_refer_targets_default_to_the_own_domain_without_international_numbers()
     assert isinstance(module.check(refer("sip:carol@evil.example"), None), Reject)
     assert isinstance(module.check(refer("sip:+4490012345@example.net"), None), Reject)
     assert isinstance(module.check(refer("tel:0900123456"), None), Reject)
+
+
+@pytest.mark.parametrize(
+    "refer_to",
+    [
+        # The number as the far end dials it: percent-escaped, with visual separators.
+        "Refer-To: <sip:%2B441632960123@example.net>",
+        "Refer-To: <sip:(0900)123456@example.net;user=phone>",
+        "Refer-To: <sip:0-900-123456@example.net>",
+        "Refer-To: <tel:0.0.44.1632.960123>",
+        "Refer-To: <sip:0112025550123@example.net>",
+        # A display name holding an allowed URI in front of the real one.
+        'Refer-To: "x <sip:carol@example.net>" <sip:+441632960123@example.net>',
+        # Two targets: only one could be checked.
+        "Refer-To: <sip:carol@example.net>\r\nRefer-To: <sip:+441632960123@example.net>",
+        "Refer-To: <sip:carol@example.net>, <sip:+441632960123@example.net>",
+        'Refer-To: "unterminated <sip:carol@example.net>',
+    ],
+)
+def test_refer_targets_spelled_to_slip_past_the_patterns_are_refused(refer_to):
+    assert isinstance(refer_module().check(refer("", refer_to=refer_to), None), Reject)
+
+
+def test_refer_targets_that_only_look_odd_still_pass():
+    module = refer_module()
+    # Commas and quotes inside one value, a Replaces header, a port, case.
+    for refer_to in (
+        'Refer-To: "Carol, Sales" <sip:carol@example.net>',
+        "Refer-To: <sip:dave@EXAMPLE.net:5060?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>",
+        "r: <sip:1234@example.net;user=phone>",
+    ):
+        assert module.check(refer("", refer_to=refer_to), None) is CONTINUE, refer_to
 
 
 def test_refer_allow_patterns_and_trunks():
