@@ -96,6 +96,20 @@ def _register(lab: RunningLab, user: str, transport: str = "udp", ip: str = "127
     return ua
 
 
+def _talk(*speakers: tuple[RtpPeer, tuple[str, int], int], seconds: float = 5.0) -> None:
+    """Each (socket, relay port, SSRC) sends RTP at 50 packets/s for ``seconds``.
+
+    Long enough for rtpengine 10.5, which commits to a media source with the
+    first packet 3-4 s (whole seconds) after the last signalling; strict
+    source applies from then on.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for media, target, ssrc in speakers:
+            media.send(target, ssrc=ssrc, count=1)
+        time.sleep(0.02)
+
+
 def test_call_media_is_anchored_flows_resists_injection_and_is_torn_down(media_lab):
     lab = media_lab
     callee = _register(lab, "bob")
@@ -118,15 +132,9 @@ def test_call_media_is_anchored_flows_resists_injection_and_is_torn_down(media_l
     assert set(_legs_left(lab, call.call_id)) == {call.call_id, call.call_id + "~out"}
 
     # RTP flows both ways through the relay (latched despite the private SDP address).
-    # rtpengine 10.5 commits to a source with the first packet 3-4 s (whole seconds)
-    # after the last signalling; strict source applies from then on.
     to_bob = ("127.0.0.1", media_port(seen_by_alice))
     to_alice = ("127.0.0.1", media_port(seen_by_bob))
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        alice_media.send(to_bob, ssrc=0xA11CE, count=1)
-        bob_media.send(to_alice, ssrc=0xB0B, count=1)
-        time.sleep(0.02)
+    _talk((alice_media, to_bob, 0xA11CE), (bob_media, to_alice, 0xB0B))
     assert bob_media.receive(), "no RTP from alice reached bob"
     assert alice_media.receive(), "no RTP from bob reached alice"
 
@@ -181,11 +189,7 @@ def test_a_forked_call_keeps_the_media_of_the_branch_that_answered(media_lab):
 
     to_desk = ("127.0.0.1", media_port(call.reply.body))
     to_caller = ("127.0.0.1", media_port(seen_by_desk))
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        caller_media.send(to_desk, ssrc=0xCA11, count=1)
-        desk_media.send(to_caller, ssrc=0xDE5C, count=1)
-        time.sleep(0.02)
+    _talk((caller_media, to_desk, 0xCA11), (desk_media, to_caller, 0xDE5C))
     assert desk_media.receive(), "no RTP from the caller reached the device that answered"
     assert caller_media.receive(), "no RTP from the device that answered reached the caller"
     assert call.bye() == 200
