@@ -108,6 +108,13 @@ _REQUEST_ROUTE = re.compile(r"^request_route\s*\{[^\n]*\n", re.MULTILINE)
 _REPLY_ROUTE = re.compile(r"^reply_route\s*\{[^\n]*\n", re.MULTILINE)
 _RECORD_ROUTE = re.compile(r"^([ \t]*)record_route\(\);[^\n]*\n", re.MULTILINE)
 _BRANCH_ROUTE = re.compile(r"^branch_route\[[^\]]*\]\s*\{[^\n]*\n", re.MULTILINE)
+# The event route of the replies Kamailio sends itself statelessly.  The
+# drop-in defines it unless the configuration has its own (Kamailio refuses a
+# second block) and says so with this define.
+_LOCAL_RESPONSE_ROUTE = re.compile(
+    r"^event_route\s*\[\s*sl:local-response\s*\]\s*\{[^\n]*\n", re.MULTILINE
+)
+HAVE_LOCAL_RESPONSE = "SIPSHIELD_HAVE_SL_LOCAL_RESPONSE"
 
 
 class ConfigShapeError(ValueError):
@@ -125,7 +132,10 @@ def add_to_native_config(text: str, include: str) -> str:
     after the first ``record_route();`` line, and the branch hook first in
     every ``branch_route`` (dialog_guard signs the callee's leg there; a
     configuration with no branch route gets no branch call, and its callees'
-    in-dialog requests are refused when dialog_guard is on).
+    in-dialog requests are refused when dialog_guard is on).  The drop-in
+    defines ``event_route[sl:local-response]`` itself; where the configuration
+    has one already, :data:`HAVE_LOCAL_RESPONSE` is defined before the include
+    and the local-reply call goes first in that block.
     """
     if MARK in text:
         raise ConfigShapeError("the configuration has the sipshield drop-in already")
@@ -136,8 +146,14 @@ def add_to_native_config(text: str, include: str) -> str:
     if record is None:
         raise ConfigShapeError("no `record_route();` line after request_route")
     indent = record.group(1)
-    edits = [
-        (request.start(), f'include_file "{include}"  {MARK}\n'),
+    include_line = f'include_file "{include}"  {MARK}\n'
+    edits = []
+    local_response = _LOCAL_RESPONSE_ROUTE.search(text)
+    if local_response is not None:
+        include_line = f"#!define {HAVE_LOCAL_RESPONSE}  {MARK}\n{include_line}"
+        edits.append((local_response.end(), f"\troute(SIPSHIELD_LOCAL_REPLY);  {MARK}\n"))
+    edits += [
+        (request.start(), include_line),
         (request.end(), f"\troute(SIPSHIELD);  {MARK}\n"),
         (record.end(), f"{indent}route(SIPSHIELD_RECORD_ROUTE);  {MARK}\n"),
     ]

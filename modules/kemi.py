@@ -23,7 +23,7 @@ from sipshield.ksr_message import KsrMessage
 from sipshield.media import MediaAnchor
 from sipshield.pipeline import PASS, Decision, Pipeline
 from sipshield.policy import Policy, PolicyError, load_policy, never_banned
-from sipshield.reply import ReplyFacts
+from sipshield.reply import ReplyFacts, RoutedRequest
 from sipshield.state import SharedState
 from sipshield.tls_policy import OutboundTlsCheck
 
@@ -49,6 +49,7 @@ TLS_CONNECTION_OUT = "tls:connection-out"
 DROPIN_ENTRY_POINTS = (
     "sipshield_request",
     "sipshield_reply",
+    "sipshield_local_reply",
     "sipshield_record_route",
     "sipshield_branch",
 )
@@ -219,12 +220,43 @@ class KemiHandler:
     # The drop-in's python_exec() entry points: a native configuration keeps
     # its routing and calls these from it (see kamailio-cfg/sipshield-dropin.cfg).
 
+    # The request this worker is routing, for the replies Kamailio sends it
+    # itself (sipshield_local_reply); None when those are not observed.
+    routed: RoutedRequest | None = None
+
     def sipshield_request(self, msg: Any) -> int:
-        blocked = self.screen(arm_reply_route=False).blocked
-        return ROUTE_BLOCKED if blocked else ROUTE_PASSED
+        # Cleared first: the reply to a request sipshield rejects is its own
+        # verdict, not a failure for the observing modules to count.
+        self.routed = None
+        view = KsrMessage(self.ksr)
+        if self.screen(view, arm_reply_route=False).blocked:
+            return ROUTE_BLOCKED
+        if self.pipeline.observes_replies and (view.src_ip, view.src_port) != self.trusted_pbx:
+            try:
+                self.routed = RoutedRequest.from_view(view)
+            except Exception:
+                log.exception("sipshield core error; local replies to this request not observed")
+        return ROUTE_PASSED
 
     def sipshield_reply(self, msg: Any) -> int:
         self.observe_reply()
+        return 1
+
+    def sipshield_local_reply(self, msg: Any) -> int:
+        """A reply Kamailio sent itself statelessly (event_route[sl:local-response]).
+
+        Such a reply never passes reply_route, and a relayed reply never runs
+        this event route, so no reply is observed twice.
+        """
+        if self.routed is None:
+            return 1
+        try:
+            facts = ReplyFacts.from_local_reply(self.ksr, self.routed)
+            if facts is not None:
+                self.routed = None  # one final reply per request
+                self.pipeline.observe(facts)
+        except Exception:
+            log.exception("sipshield core error while observing a local reply")
         return 1
 
     def sipshield_record_route(self, msg: Any) -> int:

@@ -1,4 +1,5 @@
-"""The native drop-in: its routes name real handler methods, and the edit is exact."""
+"""The native drop-in: its routes name real handler methods, the edit is exact, and the
+replies Kamailio sends itself are observed as the request they answer."""
 
 import re
 
@@ -11,6 +12,8 @@ from sipshield.dropin import (
     remove_from_native_config,
 )
 from sipshield.kemi import DROPIN_ENTRY_POINTS, ROUTE_BLOCKED, KemiHandler
+from sipshield.message import RawSipMessage
+from sipshield.reply import ReplyFacts, RoutedRequest
 from tests.conftest import REPO
 
 SNIPPET = (REPO / "kamailio-cfg" / "sipshield-dropin.cfg").read_text()
@@ -84,3 +87,123 @@ def test_every_branch_route_gets_the_branch_hook_first():
     assert f"branch_route[ONE] {{\n{hook}\txlog(1);\n" in edited
     assert f"branch_route[TWO]{{\n{hook}\tdrop;\n" in edited
     assert remove_from_native_config(edited) == text
+
+
+# --- replies Kamailio sends itself --------------------------------------------
+
+LOCAL_RESPONSE_BLOCK = "event_route [ sl:local-response ]\n{\n\txlog(1);\n}\n"
+
+
+def test_an_existing_local_response_route_gets_the_call_first_and_its_define():
+    text = OPERATOR_CFG + LOCAL_RESPONSE_BLOCK
+    edited = add_to_native_config(text, "/x.cfg")
+    call = f"\troute(SIPSHIELD_LOCAL_REPLY);  {MARK}\n"
+    assert f"event_route [ sl:local-response ]\n{{\n{call}\txlog(1);\n" in edited
+    # The define comes before the include: the drop-in then skips its own block.
+    assert edited.startswith(
+        'loadmodule "rr.so"\n'
+        f"#!define SIPSHIELD_HAVE_SL_LOCAL_RESPONSE  {MARK}\n"
+        f'include_file "/x.cfg"  {MARK}\n'
+    )
+    assert remove_from_native_config(edited) == text
+
+
+def test_the_define_the_edit_writes_skips_the_snippets_own_block():
+    assert re.search(
+        r"^#!ifndef SIPSHIELD_HAVE_SL_LOCAL_RESPONSE\nevent_route\[sl:local-response\] \{\n"
+        r"\troute\(SIPSHIELD_LOCAL_REPLY\);\n\}\n#!endif$",
+        SNIPPET,
+        re.MULTILINE,
+    )
+    assert "event_route" not in add_to_native_config(OPERATOR_CFG, "/x.cfg")
+
+
+def test_every_route_the_snippet_or_the_edit_calls_is_defined_in_the_snippet():
+    edited = add_to_native_config(OPERATOR_CFG + LOCAL_RESPONSE_BLOCK, "/x.cfg")
+    called = set(re.findall(r"route\((SIPSHIELD\w*)\)", SNIPPET + edited))
+    defined = set(re.findall(r"^route\[(SIPSHIELD\w*)\]", SNIPPET, re.MULTILINE))
+    assert "SIPSHIELD_LOCAL_REPLY" in called
+    assert called <= defined
+
+
+class Pv:
+    """What ``KSR.pv`` gives in a local-response event route (values measured on 5.6)."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+
+    def get(self, spec: str) -> object:
+        return self.values.get(spec)
+
+
+class Ksr:
+    def __init__(self, **values: object) -> None:
+        self.pv = Pv(values)
+
+
+REGISTER_WITH_CREDENTIALS = (
+    "REGISTER sip:example.net SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 192.0.2.9:5062;branch=z9hG4bK1;rport\r\n"
+    "From: <sip:alice@example.net>;tag=1\r\nTo: <sip:alice@example.net>\r\n"
+    "Call-ID: c1\r\nCSeq: 2 REGISTER\r\nMax-Forwards: 70\r\nUser-Agent: Zoiper\r\n"
+    'Authorization: Digest username="alice", realm="example.net", nonce="n", uri="sip:x",'
+    ' response="r"\r\nContent-Length: 0\r\n\r\n'
+)
+
+
+def routed(raw: str = REGISTER_WITH_CREDENTIALS) -> RoutedRequest:
+    return RoutedRequest.from_view(RawSipMessage(raw.encode(), src_ip="192.0.2.9", src_port=5062))
+
+
+def local_reply(status: int, call_id: str = "c1", cseq: str = "2 REGISTER") -> Ksr:
+    # The current message is the reply: no source, no request headers.
+    return Ksr(**{"$rs": status, "$ci": call_id, "$hdr(CSeq)": cseq, "$si": "", "$sp": 0})
+
+
+def test_a_local_challenge_to_credentials_is_a_failed_authentication_of_that_user():
+    facts = ReplyFacts.from_local_reply(local_reply(401), routed())
+    assert facts == ReplyFacts(
+        status=401, method="REGISTER", src_ip="192.0.2.9", src_port=5062, call_id="c1",
+        to_user="alice", from_user="alice", auth_user="alice", user_agent="Zoiper",
+    )  # fmt: skip
+    assert facts.had_credentials
+    assert facts.user == "alice"
+
+
+def test_proxy_credentials_count_as_credentials():
+    raw = REGISTER_WITH_CREDENTIALS.replace("Authorization:", "Proxy-Authorization:")
+    facts = ReplyFacts.from_local_reply(local_reply(407), routed(raw))
+    assert facts is not None
+    assert facts.auth_user == "alice"
+
+
+def test_a_request_without_credentials_is_observed_without_them():
+    raw = REGISTER_WITH_CREDENTIALS.replace("Authorization:", "X-Nothing:")
+    facts = ReplyFacts.from_local_reply(local_reply(401), routed(raw))
+    assert facts is not None
+    assert not facts.had_credentials
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        local_reply(100),
+        local_reply(401, call_id="other"),  # another request's reply
+        local_reply(401, cseq="1 REGISTER"),  # an earlier request of the same call
+        local_reply(401, cseq="2 INVITE"),
+    ],
+)
+def test_only_a_final_reply_to_the_routed_request_is_observed(reply):
+    assert ReplyFacts.from_local_reply(reply, routed()) is None
+
+
+def test_a_keepalive_answered_to_no_user_is_no_success_but_its_failures_count():
+    keepalive = (
+        "OPTIONS sip:example.net SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK2\r\n"
+        "From: <sip:scan@example.net>;tag=1\r\nTo: <sip:example.net>\r\nCall-ID: c1\r\n"
+        "CSeq: 2 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    request = routed(keepalive)
+    assert ReplyFacts.from_local_reply(local_reply(200, cseq="2 OPTIONS"), request) is None
+    assert ReplyFacts.from_local_reply(local_reply(484, cseq="2 OPTIONS"), request).status == 484
+    assert ReplyFacts.from_local_reply(local_reply(200), routed()).status == 200
