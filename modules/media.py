@@ -61,6 +61,7 @@ OFFER_METHODS = ("INVITE", "UPDATE")
 ANSWER_METHODS = ("ACK", "PRACK")
 TEARDOWN_METHODS = ("BYE", "CANCEL")
 MEDIA_METHODS = OFFER_METHODS + ANSWER_METHODS + TEARDOWN_METHODS
+CHALLENGES = ("401", "407")
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,8 @@ class MediaAnchor:
         if msg.method == "CANCEL":
             # This branch only (its Via branch is its INVITE's): another may have answered.
             self.drop_branch(msg, leg)
+            if leg.to_inside:
+                self._drop_second_crossing(leg.key)
             return RequestOutcome()
         found = find_sdp(msg.header("content-type"), msg.body)
         if found is None:
@@ -288,8 +291,30 @@ class MediaAnchor:
             k.tm.t_on_failure(self.failure_route)
 
     def drop_branch(self, msg: SipRequest, leg: Leg) -> None:
-        """Free the media of this request's branch; the call goes with its last branch."""
-        self.delete(leg.key, msg.from_tag, request_branch(msg))
+        """Free the media of this request's branch (a CANCEL, or an INVITE not sent)."""
+        self._drop_failed(leg, msg.from_tag, request_branch(msg))
+
+    def _drop_failed(self, leg: Leg, from_tag: str, via_branch: str | None) -> None:
+        """Free a failed or CANCELled branch; the call goes with its last branch.
+
+        A crossing from the PBX (``Call-ID~out``) of a call whose first
+        crossing is still anchored is left to that crossing: when the call
+        fails it frees both.  Its branches are the devices a forking PBX
+        rings, and rtpengine deletes a whole call when a branch delete finds
+        no other branch, even one whose offer it is processing at that moment
+        (measured on 10.5: a device that refused at once took the ringing
+        device's media with it).
+        """
+        if leg.key.endswith(OUT_LEG_SUFFIX) and self._anchored(leg.key[: -len(OUT_LEG_SUFFIX)]):
+            return
+        self.delete(leg.key, from_tag, via_branch)
+
+    def _anchored(self, key: str) -> bool:
+        try:
+            self._client().query(key)
+        except NgError:  # unknown to rtpengine (or it is gone): nothing to leave it to
+            return False
+        return True
 
     def delete(self, key: str, from_tag: str | None = None, via_branch: str | None = None) -> None:
         """Delete a call, or one branch of it (``from_tag`` and ``via_branch``)."""
@@ -353,16 +378,27 @@ class MediaAnchor:
         This runs once the transaction ended unanswered: a negative reply,
         the 407 challenge, or a branch that timed out (Kamailio's own 408,
         which no reply route sees).  Only this transaction's branch is freed:
-        with a forking proxy upstream, another branch may have answered.  A
-        CANCELled branch was freed when the CANCEL passed.
+        with a forking proxy upstream, another branch may have answered.
+        When the failed call is the first crossing of one that crosses twice,
+        the second crossing's media goes too (it left its branches to this).
+        A CANCELled branch was freed when the CANCEL passed.
         """
         k = self.ksr
         memo = read_pv(k.pv, LEG_AVP)
-        if memo and k.tm.t_is_canceled() <= 0:
-            armed = Leg.decode(memo)
-            if k.tm.t_branch_timeout() > 0:
-                log.info("sipshield media: %s timed out unanswered", armed.leg.key)
-            self.delete(armed.leg.key, read_pv(k.pv, "$ft"), armed.via_branch)
+        if not memo or k.tm.t_is_canceled() > 0:
+            return
+        armed = Leg.decode(memo)
+        if k.tm.t_branch_timeout() > 0:
+            log.info("sipshield media: %s timed out unanswered", armed.leg.key)
+        self._drop_failed(armed.leg, read_pv(k.pv, "$ft") or "", armed.via_branch or None)
+        # A challenge (the PBX asking the caller for credentials) never reached a callee.
+        if armed.leg.to_inside and str(k.pv.get("$T_reply_code")) not in CHALLENGES:
+            self._drop_second_crossing(armed.leg.key)
+
+    def _drop_second_crossing(self, key: str) -> None:
+        """The call through the PBX failed or was CANCELled: its crossing back goes too."""
+        if self._anchored(key + OUT_LEG_SUFFIX):
+            self.delete(key + OUT_LEG_SUFFIX)
 
     # --- events -------------------------------------------------------------------
 
