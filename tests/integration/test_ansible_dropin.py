@@ -71,3 +71,23 @@ def test_an_edit_kamailio_refuses_never_reaches_the_live_file(tmp_path: Path) ->
     assert run.returncode != 0
     assert "Check the edited configuration with kamailio -c" in run.stdout
     assert live.read_text() == original
+
+
+def test_dropin_mode_joins_the_operators_own_local_response_route(tmp_path: Path) -> None:
+    # Kamailio refuses two event_route[sl:local-response] blocks: the role keeps
+    # the drop-in's out (a define) and calls sipshield first in the operator's.
+    (tmp_path / "kamailio").mkdir()
+    live = tmp_path / "kamailio" / "kamailio.cfg"
+    original = stock_text() + (
+        '\nevent_route[sl:local-response] {\n\txlog("L_INFO", "replied $rs\\n");\n}\n'
+    )
+    live.write_text(original)
+    for attempt in ("first", "second"):
+        run = apply_role(tmp_path)
+        assert run.returncode == 0, f"{attempt} run failed:\n{run.stdout[-4000:]}{run.stderr}"
+    assert recap_changed(run.stdout) == {SBC_HOST: 0}, run.stdout[-4000:]
+    dropin = tmp_path / "share" / "sipshield-dropin.cfg"
+    assert live.read_text() == add_to_native_config(original, str(dropin))
+    assert "#!define SIPSHIELD_HAVE_SL_LOCAL_RESPONSE" in live.read_text()
+    check = subprocess.run(["kamailio", "-c", "-f", str(live)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
