@@ -341,15 +341,4 @@ class EdgeRouter:
             return
         # A full disk must not turn into a failed call.
         with contextlib.suppress(Exception):
-            self.events.emit(
-                Event(
-                    module=module,
-                    action=action,
-                    src=f"{msg.src_ip}:{msg.src_port}",
-                    reason=reason,
-                    call_id=msg.call_id,
-                    method=msg.method,
-                    user=msg.from_user,
-                    mode=mode,
-                )
-            )
+            self.events.emit(Event.of_request(msg, module, action, reason, mode))

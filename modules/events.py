@@ -13,10 +13,14 @@ import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipshield.policy import EventSettings
+from sipshield.reply import ReplyFacts
 from sipshield.state import SharedState, StateUnavailable
+
+if TYPE_CHECKING:
+    from sipshield.message import SipRequest
 
 log = logging.getLogger("sipshield.events")
 
@@ -34,6 +38,27 @@ class Event:
     mode: str = "enforce"
     node: str = ""
     ts: float = field(default_factory=time.time)
+
+    @classmethod
+    def of_request(
+        cls,
+        msg: SipRequest | ReplyFacts,
+        module: str,
+        action: str,
+        reason: str,
+        mode: str = "enforce",
+    ) -> Event:
+        """An event about ``msg`` (a request, or the reply facts that stand for one)."""
+        return cls(
+            module=module,
+            action=action,
+            src=f"{msg.src_ip}:{msg.src_port}",
+            reason=reason,
+            call_id=msg.call_id,
+            method=msg.method,
+            user=msg.user if isinstance(msg, ReplyFacts) else msg.from_user,
+            mode=mode,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)

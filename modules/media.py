@@ -403,17 +403,7 @@ class MediaAnchor:
     # --- events -------------------------------------------------------------------
 
     def _report(self, msg: SipRequest, action: str, reason: str) -> None:
-        self._emit(
-            Event(
-                module="media",
-                action=action,
-                src=f"{msg.src_ip}:{msg.src_port}",
-                reason=reason,
-                call_id=msg.call_id,
-                method=msg.method,
-                user=msg.from_user,
-            )
-        )
+        self._emit(Event.of_request(msg, "media", action, reason))
 
     def _report_reply(self, reason: str) -> None:
         pv = self.ksr.pv

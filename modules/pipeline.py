@@ -237,15 +237,4 @@ class Pipeline:
     def _send_event(
         self, stage: Stage, msg: SipRequest | ReplyFacts, action: str, reason: str, mode: str
     ) -> None:
-        self.events.emit(
-            Event(
-                module=stage.name,
-                action=action,
-                src=f"{msg.src_ip}:{msg.src_port}",
-                reason=reason,
-                call_id=msg.call_id,
-                method=msg.method,
-                user=msg.user if isinstance(msg, ReplyFacts) else msg.from_user,
-                mode=mode,
-            )
-        )
+        self.events.emit(Event.of_request(msg, stage.name, action, reason, mode))
