@@ -68,6 +68,11 @@ DEFAULT_SDES_SUITES = (
     "AES_256_CM_HMAC_SHA1_80",
     "AES_CM_128_HMAC_SHA1_80",
 )
+# rtpengine writes SDES keys in base64 without its "=" padding unless told to
+# pad.  Phones decode unpadded keys short by a byte or two: baresip 1.0 and
+# linphone 5.1 then key every suite but AES_CM_128 (30 bytes, no padding)
+# wrongly, and the call is silent.  RFC 4568 keys are RFC 4648 base64, padded.
+SDES_PAD = "pad"
 NOT_ACCEPTABLE = 488
 UNAVAILABLE = 503
 
@@ -227,9 +232,12 @@ class SdpFacts:
         """Every active media section negotiates SRTP (SDES, DTLS, OSRTP) or ZRTP."""
         if self.zrtp:
             return True
-        return bool(self.protocols) and (
-            all(p in _SRTP_PROTOS for p in self.protocols) or bool(self.crypto_suites)
-        )
+        return self.srtp_profile or (bool(self.protocols) and bool(self.crypto_suites))
+
+    @property
+    def srtp_profile(self) -> bool:
+        """Every active media section uses an SRTP profile (SAVP): SRTP is not optional."""
+        return bool(self.protocols) and all(p in _SRTP_PROTOS for p in self.protocols)
 
     @property
     def feedback(self) -> bool:
@@ -345,16 +353,24 @@ def _srtp_protocol(facts: SdpFacts, tls: bool) -> str:
 
 
 def _target_protocol(facts: SdpFacts, offerer: Side, receiver: Side) -> str | None:
-    """The transport of the offer sent to ``receiver``; None keeps the offerer's."""
+    """The transport of the offer sent to ``receiver``; None keeps the offerer's.
+
+    SRTP reaches each receiver in the one flavour its signalling hop allows,
+    whatever flavour the offerer chose: SDES over TLS, DTLS-SRTP over a plain
+    hop.  A call between two TLS users crosses the PBX on a plain hop, so the
+    PBX offers DTLS back to the SBC; keeping that profile and adding SDES to
+    it made an offer that real phones refuse (488).
+    """
     if facts.zrtp:
         return None
     outside = offerer if offerer.outside else receiver
     if not receiver.outside and outside.policy.srtp == "bridge":
         return "RTP/AVPF" if facts.feedback else "RTP/AVP"
-    if receiver.policy.srtp in ("mandatory", "bridge"):
+    if receiver.policy.srtp in ("mandatory", "bridge") or facts.srtp_profile:
         return _srtp_protocol(facts, receiver.tls)
     if facts.crypto_suites and not receiver.tls:
-        # Keep SRTP but never SDES on a plain hop: DTLS-SRTP instead.
+        # Best-effort SRTP (a=crypto on RTP/AVP) stays SRTP, but SDES never
+        # crosses a plain hop: DTLS-SRTP instead.
         return _srtp_protocol(facts, False)
     return None
 
@@ -376,7 +392,12 @@ def _sdes_flags(receiver: Side, protocol: str | None, facts: SdpFacts) -> tuple[
     )
     if dtls_only or not receiver.tls:
         return ("off",)
-    return tuple(f"no-{s}" for s in SDES_SUITES if s not in receiver.policy.sdes_suites)
+    return _sdes_allowed(receiver.policy)
+
+
+def _sdes_allowed(policy: PeerMedia) -> tuple[str, ...]:
+    """rtpengine's SDES flags for keys towards a party with ``policy``."""
+    return (SDES_PAD, *(f"no-{s}" for s in SDES_SUITES if s not in policy.sdes_suites))
 
 
 def plan_offer(facts: SdpFacts, offerer: Side, receiver: Side) -> OfferPlan:
@@ -394,12 +415,22 @@ def plan_offer(facts: SdpFacts, offerer: Side, receiver: Side) -> OfferPlan:
             ice=None if ice == "keep" else ice,
             sdes=() if facts.zrtp else _sdes_flags(receiver, protocol, facts),
             codec_strip=codecs_to_strip(facts, outside.policy),
+            # The outside offerer opens the DTLS handshake (see answer_options).
+            dtls_reverse="passive" if offerer.outside else None,
         )
     )
 
 
 def answer_options(answerer: Side, receiver: Side) -> MediaOptions | None:
-    """rtpengine options for an answer relayed back to the offerer ``receiver``."""
+    """rtpengine options for an answer relayed back to the offerer ``receiver``.
+
+    Towards an outside offerer rtpengine is the DTLS server: it answers
+    ``a=setup:passive`` (and took that role already at the offer,
+    ``DTLS-reverse``), so the phone opens the handshake.  A phone behind NAT
+    can always send it; and rtpengine 10.5, left to itself, sends its
+    ClientHello as soon as it sees the offer, before the phone knows its role,
+    which linphone 5.1 cannot recover from (no audio from the caller).
+    """
     outside = answerer if answerer.outside else receiver
     if outside.policy.srtp == "passthrough":
         return None
@@ -408,9 +439,8 @@ def answer_options(answerer: Side, receiver: Side) -> MediaOptions | None:
         flags=_common_flags(outside.policy),
         replace=("origin", "session-connection"),
         ice=None if ice == "keep" else ice,
-        sdes=tuple(f"no-{s}" for s in SDES_SUITES if s not in receiver.policy.sdes_suites)
-        if receiver.outside
-        else (),
+        sdes=_sdes_allowed(receiver.policy) if receiver.outside else (),
+        dtls="passive" if receiver.outside else None,
     )
 
 

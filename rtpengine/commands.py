@@ -28,7 +28,9 @@ class MediaOptions:
     transport_protocol: TransportProtocol | None = None
     ice: IceMode | None = None
     sdes: tuple[str, ...] = ()  # e.g. "off", "no-NULL_HMAC_SHA1_32", "only-AES_CM_128_HMAC_SHA1_80"
+    # DTLS towards the party the SDP goes to; DTLS-reverse towards the one it came from.
     dtls: DtlsMode | None = None
+    dtls_reverse: DtlsMode | None = None
     direction: tuple[str, str] | None = None  # logical interface names, in -> out
     media_address: str | None = None
     record_call: bool | None = None
@@ -48,6 +50,8 @@ class MediaOptions:
             ng["SDES"] = list(self.sdes)
         if self.dtls is not None:
             ng["DTLS"] = self.dtls
+        if self.dtls_reverse is not None:
+            ng["DTLS-reverse"] = self.dtls_reverse
         if self.direction is not None:
             ng["direction"] = list(self.direction)
         if self.media_address is not None:

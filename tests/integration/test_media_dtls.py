@@ -163,9 +163,12 @@ def _latch(call: DtlsCall, trunk_tx: pylibsrtp.Session | None) -> int:
 @pytest.mark.parametrize(
     ("callee", "offered_setup", "answered_setup"),
     [
-        # RFC 5763 section 5: the answerer to actpass should be active (it connects).
-        ("bob", "actpass", "active"),
-        ("dave", "active", "passive"),
+        # RFC 5763 section 5 lets the answerer to actpass take either role;
+        # towards outside rtpengine takes the server's, so the peer connects
+        # (a phone behind NAT can; linphone fails when rtpengine connects).
+        ("bob", "actpass", "passive"),
+        # A peer that can only be the server gets rtpengine as the client.
+        ("dave", "passive", "active"),
     ],
 )
 def test_dtls_handshake_with_rtpengine_keys_the_srtp_of_the_outside_leg(

@@ -578,3 +578,42 @@ def test_users_behind_nat_register_are_called_and_reached_in_dialog(media_lab):
     assert "10.0.0.5" in bye.start and ";alias=" not in bye.start
     for ua in (caller, callee):
         ua.close()
+
+
+def test_sdes_call_between_two_tls_users_where_srtp_is_optional(media_lab):
+    # The example policy (users: srtp optional).  The call crosses the PBX on a
+    # plain hop as DTLS-SRTP; the callee over TLS must get an SDES offer, not
+    # that DTLS profile with a=crypto added (baresip and linphone answer 488).
+    lab = media_lab
+    callee = _register(lab, "u1034", "tls", ip="127.0.0.75")
+    caller = UserAgent(lab, "u1035", "tls", ip="127.0.0.76")
+    bob_crypto = (
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+        + base64.b64encode(secrets.token_bytes(30)).decode()
+    )
+    answering = callee.answer_in_background(
+        sdp(RtpPeer().port, "RTP/SAVP", "127.0.0.1", bob_crypto)
+    )
+    call = caller.call("u1034", sdp(RtpPeer().port, "RTP/SAVP", "127.0.0.1", CRYPTO))
+    offer = answering.wait().body
+    assert re.search(r"^m=audio \d+ RTP/SAVP ", offer, re.MULTILINE), offer
+    assert re.findall(r"^a=crypto:\d+ (\S+)", offer, re.MULTILINE) == [
+        "AEAD_AES_256_GCM",
+        "AEAD_AES_128_GCM",
+        "AES_256_CM_HMAC_SHA1_80",
+        "AES_CM_128_HMAC_SHA1_80",
+    ], offer
+    # Keys are padded base64 (RFC 4648): 46 bytes of AES_256_CM key and salt.
+    key = re.search(r"AES_256_CM_HMAC_SHA1_80 inline:([^|\s]+)", offer).group(1)  # type: ignore[union-attr]
+    assert key.endswith("==") and len(base64.b64decode(key)) == 46
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    assert re.search(r"^m=audio \d+ RTP/SAVP ", call.reply.body, re.MULTILINE)
+    client = _rtpengine(lab)
+    for key in (call.call_id, call.call_id + "~out"):
+        tags = client.query(key).data["tags"]
+        protocols = {t["medias"][0]["protocol"] for t in tags.values()}  # type: ignore[index,union-attr]
+        assert protocols == {"RTP/SAVP", "UDP/TLS/RTP/SAVP"}, (key, protocols)
+    client.close()
+    assert call.bye() == 200
+    for ua in (callee, caller):
+        ua.close()
