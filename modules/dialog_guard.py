@@ -178,8 +178,10 @@ class DialogGuard(SecurityModule):
                 self._cseq_problem(msg, state, CALLER, msg.from_tag)
             return CONTINUE
         uris = route_uris(msg.header_values("route"))
-        if msg.method == "ACK" and not uris:
-            # The ACK of a failed INVITE is hop by hop; its transaction absorbs it.
+        if msg.method == "ACK" and (not uris or msg.acks_failed_invite):
+            # The ACK of a failed INVITE is hop by hop: it carries the INVITE's
+            # Route (the outbound proxy), not our Record-Route, and its
+            # transaction absorbs it.
             return CONTINUE
         problem, role, dialog_tag = self.verify(msg, uris)
         if problem is None and self.settings.records and msg.method != "ACK":

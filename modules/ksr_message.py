@@ -50,6 +50,7 @@ class KsrMessage:
     """A request as Kamailio parsed it; ``ksr`` is the ``KSR`` module object."""
 
     def __init__(self, ksr: Any) -> None:
+        self._ksr = ksr
         self._pv = ksr.pv
 
     def _text(self, spec: str) -> str | None:
@@ -139,3 +140,10 @@ class KsrMessage:
     @property
     def in_dialog(self) -> bool:
         return bool(self.to_tag)
+
+    @cached_property
+    def acks_failed_invite(self) -> bool:
+        # tm matches an ACK to its INVITE transaction by the Via branch only
+        # when it acknowledges a negative reply; the ACK of a 2xx (a new
+        # branch, end to end) does not match here.
+        return self.method == "ACK" and self._ksr.tm.t_lookup_request() > 0

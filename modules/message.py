@@ -150,6 +150,16 @@ class SipRequest(Protocol):
         """True when the request carries a To tag, i.e. belongs to a dialog."""
         ...
 
+    @property
+    def acks_failed_invite(self) -> bool:
+        """True for the ACK of a negative final reply to an INVITE this node relayed.
+
+        That ACK is hop by hop (RFC 3261 17.1.1.3): it has the INVITE's Via
+        branch and Route set, the transaction layer absorbs it, and it is never
+        relayed.  It carries a To tag but no Record-Route of ours.
+        """
+        ...
+
 
 class MalformedMessage(ValueError):
     """The bytes are not a SIP request this parser can read."""
@@ -170,6 +180,8 @@ class RawSipMessage:
     tls_version: str = ""
     tls_peer_verified: bool = False
     tls_peer_certificate: bytes = b""
+    # Only the transaction layer knows; a parsed message is told.
+    acks_failed_invite: bool = False
     method: str = field(init=False)
     ruri: str = field(init=False)
     version: str = field(init=False)

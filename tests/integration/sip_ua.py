@@ -14,6 +14,7 @@ import secrets
 import socket
 import ssl
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -92,9 +93,19 @@ class UserAgent:
         transport: str = "udp",
         ip: str = "127.0.0.1",
         contact_ip: str | None = None,
+        outbound_proxy: bool = False,
+        gruu: bool = False,
     ):
-        """``contact_ip`` puts another address in Contact: a user behind NAT."""
+        """``contact_ip`` puts another address in Contact: a user behind NAT.
+
+        ``outbound_proxy`` preloads the SBC as a Route on requests outside a
+        dialog, as phones configured with an outbound proxy do.  ``gruu`` makes
+        the Contact of its dialogs a GRUU in the lab's domain (RFC 5627), as
+        linphone's is: ``sip:USER@DOMAIN;gr=urn:uuid:...``.
+        """
         self.lab, self.user, self.transport, self.ip = lab, user, transport, ip
+        self.outbound_proxy = outbound_proxy
+        self.gruu = f"urn:uuid:{uuid.uuid4()}" if gruu else None
         self.contact_ip = contact_ip or ip
         self.sbc = lab.sip(transport)
         if transport == "tls":
@@ -113,6 +124,13 @@ class UserAgent:
     @property
     def contact(self) -> str:
         return f"<sip:{self.user}@{self.contact_ip}:{self.port};transport={self.transport}>"
+
+    @property
+    def dialog_contact(self) -> str:
+        """The Contact of a dialog this UA forms: a GRUU, when it uses one."""
+        if self.gruu is None:
+            return self.contact
+        return f"<sip:{self.user}@{self.lab.domain};gr={self.gruu}>"
 
     def close(self) -> None:
         self.sock.close()
@@ -175,9 +193,12 @@ class UserAgent:
             ("To", to),
             ("Call-ID", call_id),
             ("CSeq", f"{cseq or self.cseq} {method}"),
-            ("Contact", self.contact),
+            ("Contact", self.contact if method == "REGISTER" else self.dialog_contact),
             *(extra or []),
         ]
+        if self.outbound_proxy and "tag=" not in to:
+            host, port = self.sbc
+            headers.append(("Route", f"<sip:{host}:{port};transport={self.transport};lr>"))
         if body:
             headers.append(("Content-Type", "application/sdp"))
         return SipMessage(f"{method} {ruri} SIP/2.0", headers, body)
@@ -277,6 +298,8 @@ class UserAgent:
             ("To", reply.header("To")),
             ("Call-ID", invite.header("Call-ID")),
             ("CSeq", f"{invite.header('CSeq').split()[0]} ACK"),
+            # RFC 3261 17.1.1.3: the INVITE's Route set, the outbound proxy included.
+            *(("Route", route) for route in invite.all("Route")),
         ]
         self.send(SipMessage(invite.start.replace("INVITE", "ACK", 1), headers))
 
@@ -323,6 +346,7 @@ class Answering:
         self.invite: SipMessage | None = None
         self.error: BaseException | None = None
         self.cancelled = False
+        self.acked = threading.Event()
         self.done = threading.Event()
         self.answered = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -338,7 +362,7 @@ class Answering:
             ("To", to),
             ("Call-ID", request.header("Call-ID")),
             ("CSeq", request.header("CSeq")),
-            ("Contact", self.ua.contact),
+            ("Contact", self.ua.dialog_contact),
         ]
         if body:
             headers.append(("Content-Type", "application/sdp"))
@@ -373,7 +397,9 @@ class Answering:
                     self._reply(self.invite, 487, "Request Terminated")
                     self.cancelled = True
                     return
-                elif msg.method != "ACK":
+                elif msg.method == "ACK":
+                    self.acked.set()
+                else:
                     self._reply(msg, 200, "OK")
         except BaseException as exc:  # reported to the test by wait()
             self.error = exc

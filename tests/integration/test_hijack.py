@@ -24,6 +24,7 @@ from sipshield.dialog_tokens import rotate_key_file
 from sipshield.net import free_port
 from sipshield.sipp import SippResult, SippServer, run_sipp
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
+from tests.integration.sip_ua import RtpPeer, UserAgent, sdp
 
 pytestmark = pytest.mark.integration
 
@@ -374,3 +375,29 @@ def test_rotated_key_keeps_existing_dialogs_and_signs_new_ones(guarded: RunningL
     caller, answered = old_call.finish()
     assert caller.ok, caller.explain()
     assert answered.ok, answered.explain()
+
+
+@pytest.mark.parametrize(
+    ("transport", "caller", "callee"), [("udp", "u1045", "u1046"), ("tls", "u1047", "u1048")]
+)
+def test_the_ack_of_a_challenged_invite_through_an_outbound_proxy_passes(
+    guarded: RunningLab, transport: str, caller: str, callee: str
+):
+    # A phone with an outbound proxy preloads the SBC as a Route, and the ACK
+    # of the PBX's 407 copies it (RFC 3261 17.1.1.3).  That ACK belongs to the
+    # INVITE's transaction, not to a dialog: it must not need a dialog token.
+    answerer = UserAgent(guarded, callee, ip="127.0.0.71")
+    assert answerer.register() == 200
+    phone = UserAgent(guarded, caller, transport, ip="127.0.0.72", outbound_proxy=True)
+    answering = answerer.answer_in_background(sdp(RtpPeer().port))
+    call = phone.call(callee, sdp(RtpPeer().port))
+    assert call.invite is not None and call.invite.header("Route"), "no outbound Route"
+    # Refused, the ACK would leave the 407 unacknowledged: retransmitted (UDP)
+    # in place of the 200.
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    answering.wait()
+    assert call.bye() == 200
+    # The ACK crossed before the second INVITE, the 200 and the BYE.
+    assert dialog_events(guarded, call.call_id) == []
+    for ua in (answerer, phone):
+        ua.close()

@@ -224,3 +224,15 @@ def test_media_may_not_move_outside_the_media_networks(guard):
 def test_an_unreadable_key_file_is_a_policy_error(tmp_path: Path):
     with pytest.raises(PolicyError, match="cannot read the dialog-token keys"):
         DialogGuard(DialogGuardConfig(key_file=tmp_path / "absent"))
+
+
+def test_the_ack_of_a_failed_invite_carries_the_outbound_route_and_passes(guard):
+    # RFC 3261 17.1.1.3: the ACK of a 407 or 488 copies the INVITE's Route (a
+    # phone's outbound proxy, with no token) and is absorbed by the transaction.
+    module = guard()
+    ack = in_dialog(module, method="ACK", token="")
+    ack.acks_failed_invite = True
+    assert module.check(ack, None) is CONTINUE
+    # The same ACK that no failed INVITE transaction matches is end to end: refused.
+    forged = module.check(in_dialog(module, method="ACK", token=""), None)
+    assert isinstance(forged, Reject) and "no dialog token" in forged.reason
