@@ -50,6 +50,8 @@ NAT_TEST_REPLY = 1
 # notifications): from behind NAT over UDP, its binding must be kept open.
 # TCP and TLS users keep their own connection open.
 KEEPALIVE_METHODS = ("REGISTER", "SUBSCRIBE")
+# The host of the message's (first) Contact URI, request or reply.
+CONTACT_HOST = "$(ct{nameaddr.uri}{uri.host})"
 
 
 def _sip_uri(host_port: str, transport: str) -> str:
@@ -79,6 +81,7 @@ class EdgeRouter:
             log.warning(
                 "nat_traversal is not loaded: users registered from behind NAT get no keepalive"
             )
+        self.domain = policy.domain.lower()
         self.record_route_address = policy.record_route_address
         if self.record_route_address and ksr.is_myself(f"sip:{self.record_route_address}") <= 0:
             raise PolicyError(
@@ -140,9 +143,13 @@ class EdgeRouter:
                 # A refreshed subscription extends its keepalive.
                 self._keep_reachable(msg)
             if not read_pv(k.pv, "$du"):
-                # No Route left: the next hop is the Request-URI, and a Contact marked behind NAT
-                # (;alias=) is reached at its source address instead.
+                # No Route left: the next hop is the Request-URI, and a Contact
+                # marked with ;alias= (behind NAT, or a GRUU) is reached at its
+                # source address instead.
                 k.nathelper.handle_ruri_alias()
+                if not read_pv(k.pv, "$du") and self._in_own_domain("$rd"):
+                    # Our own domain never goes to DNS: its registrar is the PBX.
+                    k.setdsturi(self.pbx_uri)
             self._relay(msg)
         elif msg.method == "ACK":
             if k.tm.t_check_trans() > 0:
@@ -191,10 +198,21 @@ class EdgeRouter:
         return (msg.src_ip, msg.src_port) == self.pbx_source
 
     def _mark_nated_contact(self, test: int) -> None:
-        """A party behind NAT gets ``;alias=source`` on its Contact, for handle_ruri_alias."""
+        """A party behind NAT gets ``;alias=source`` on its Contact, for handle_ruri_alias.
+
+        So does a Contact in our own domain: a GRUU (RFC 5627) that the PBX's
+        registrar granted, which linphone uses by default.  The domain may not
+        resolve (it does not in the lab), and the party is where its request
+        or reply came from.
+        """
         k = self.ksr
-        if k.is_method_in(TARGET_REFRESH) and k.nathelper.nat_uac_test(test) > 0:
+        if k.is_method_in(TARGET_REFRESH) and (
+            k.nathelper.nat_uac_test(test) > 0 or self._in_own_domain(CONTACT_HOST)
+        ):
             k.nathelper.add_contact_alias()
+
+    def _in_own_domain(self, host_spec: str) -> bool:
+        return (read_pv(self.ksr.pv, host_spec) or "").lower() == self.domain
 
     def _keep_reachable(self, msg: SipRequest) -> None:
         """Keep a UDP user behind NAT reachable while its registration or subscription lasts.

@@ -7,6 +7,7 @@ import pytest
 from sipshield.net import free_port
 from sipshield.sip_probe import send_request
 from tests.integration.lab_fixture import RunningLab
+from tests.integration.sip_ua import RtpPeer, UserAgent, sdp
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +58,37 @@ def test_pbx_is_reachable_only_through_the_sbc(lab: RunningLab):
     host, _, port = lab.info["pbx"]["udp"].rpartition(":")
     assert send_request((host, int(port)), timeout=1.0) is None
     assert "not the SBC" in lab.log("pbx")
+
+
+@pytest.mark.parametrize(
+    ("transport", "caller_user", "callee_user"),
+    [("udp", "u1030", "u1031"), ("tls", "u1032", "u1033")],
+)
+def test_a_call_between_gruu_contacts_reaches_both_ends(
+    lab: RunningLab, transport: str, caller_user: str, callee_user: str
+):
+    # linphone uses the GRUU the PBX's registrar grants as its Contact:
+    # sip:USER@sipshield.lab;gr=...  The lab domain does not resolve, so
+    # in-dialog requests towards it must be routed by the SBC, not by DNS.
+    callee = UserAgent(lab, callee_user, transport, ip="127.0.0.73", gruu=True)
+    assert callee.register() == 200
+    caller = UserAgent(lab, caller_user, transport, ip="127.0.0.74", gruu=True)
+    answering = callee.answer_in_background(sdp(RtpPeer().port))
+    call = caller.call(callee_user, sdp(RtpPeer().port))
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    assert ";gr=urn:uuid:" in call.reply.header("Contact")
+    assert answering.acked.wait(5), "the ACK towards the callee's GRUU was lost"
+    assert call.bye() == 200
+    assert answering.done.wait(5) and answering.error is None
+    # The other way: the callee hangs up a second call towards the caller's GRUU.
+    answering = callee.answer_in_background(sdp(RtpPeer().port))
+    call = caller.call(callee_user, sdp(RtpPeer().port))
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    assert answering.acked.wait(5)
+    callee.send(answering.bye())
+    bye = caller.receive()
+    assert bye.method == "BYE" and bye.header("Call-ID") == call.call_id
+    assert "could not resolve" not in lab.log("sbc")
+    assert not [e for e in lab.events() if e.get("call_id") == call.call_id]
+    for ua in (callee, caller):
+        ua.close()
