@@ -82,6 +82,10 @@ def _print_lab(info: dict) -> None:
         print(f"                   and {crowd} numbered users for crowds (passwords in lab.json)")
     print(f"  events           {info['events']}")
     print("  logs             " + "\n                   ".join(info["logs"].values()))
+    from sipshield.lab_calling import softphone_settings
+    from sipshield.policy import load_policy
+
+    print("\n".join(softphone_settings(info, load_policy(info["policy"]))))
 
 
 def _follow_file(path: Path, stop: list[bool]) -> None:
