@@ -182,8 +182,7 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _ban_store(args: argparse.Namespace) -> BanStore:
-    from sipshield.policy import RedisSettings
-    from sipshield.state import SharedState
+    from sipshield.state import RedisSettings, SharedState
 
     return SharedState(
         RedisSettings(url=_redis_url(args), key_prefix=args.prefix, timeout_ms=2000)

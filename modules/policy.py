@@ -27,6 +27,7 @@ from sipshield.media_policy import MediaSettings
 from sipshield.module import FailureMode, ModuleConfig
 from sipshield.policy_types import HostPort, Network, Transport
 from sipshield.registry import BUILTIN_MODULES
+from sipshield.state import RedisSettings
 from sipshield.tls_config import DEFAULT_CIPHERS, weak_ciphers
 
 TlsVersion = Literal["1.2", "1.3"]
@@ -182,20 +183,6 @@ class TlsSettings(_Strict):
                 "(the CAs client certificates are verified against)"
             )
         return self
-
-
-class RedisSettings(_Strict):
-    url: str = "redis://127.0.0.1:6379/0"
-    # Every key sipshield writes starts with this, so one Redis can serve
-    # several deployments.
-    key_prefix: str = "sipshield"
-    # Applies to every call: a slow Redis must never stall SIP processing.
-    timeout_ms: int = Field(default=100, gt=0, le=5000)
-    # Requests that need Redis while it is unreachable: "open" serves them
-    # without the checks that need Redis, "closed" answers 503.
-    on_failure: FailureMode = "open"
-    # After a failure, how long to stop trying (and paying the timeout).
-    retry_interval_s: float = Field(default=1.0, gt=0, le=300)
 
 
 class EventSettings(_Strict):

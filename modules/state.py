@@ -18,15 +18,34 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
+from pydantic import BaseModel, ConfigDict, Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sipshield.bans import BanSettings, BanStore
-from sipshield.policy import RedisSettings
+from sipshield.module import FailureMode
 
 log = logging.getLogger("sipshield.state")
 
 T = TypeVar("T")
+
+
+class RedisSettings(BaseModel):
+    """The policy's ``redis:`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = "redis://127.0.0.1:6379/0"
+    # Every key sipshield writes starts with this, so one Redis can serve
+    # several deployments.
+    key_prefix: str = "sipshield"
+    # Applies to every call: a slow Redis must never stall SIP processing.
+    timeout_ms: int = Field(default=100, gt=0, le=5000)
+    # Requests that need Redis while it is unreachable: "open" serves them
+    # without the checks that need Redis, "closed" answers 503.
+    on_failure: FailureMode = "open"
+    # After a failure, how long to stop trying (and paying the timeout).
+    retry_interval_s: float = Field(default=1.0, gt=0, le=300)
 
 
 class StateUnavailable(Exception):

@@ -13,8 +13,8 @@ from sipshield.events import EventSink
 from sipshield.message import RawSipMessage
 from sipshield.module import ModuleConfig, SecurityModule
 from sipshield.pipeline import PASS, Pipeline, Stage
-from sipshield.policy import EventSettings, RedisSettings
-from sipshield.state import SharedState, StateUnavailable
+from sipshield.policy import EventSettings
+from sipshield.state import RedisSettings, SharedState, StateUnavailable
 from sipshield.verdict import CONTINUE, Accept, Drop, Reject
 
 REQUEST = RawSipMessage(

@@ -5,8 +5,7 @@ import logging
 import pytest
 
 from sipshield.net import free_port
-from sipshield.policy import RedisSettings
-from sipshield.state import SharedState, StateUnavailable
+from sipshield.state import RedisSettings, SharedState, StateUnavailable
 
 
 class Clock:
