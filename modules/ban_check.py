@@ -14,6 +14,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Literal
 
 from sipshield.module import ModuleConfig, SecurityModule
+from sipshield.state import StateUnavailable
 from sipshield.verdict import CONTINUE, Drop, Outcome, Reject
 
 if TYPE_CHECKING:
@@ -58,4 +59,9 @@ class BanCheck(SecurityModule):
         self._flush_at = now + HIT_FLUSH_INTERVAL_S
         hits, self._hits = self._hits, Counter()
         for hit_scope, count in hits.items():
-            state.bans.count_hit(hit_scope, count)
+            try:
+                state.bans.count_hit(hit_scope, count)
+            except StateUnavailable:
+                # The ban holds from the local copy whatever Redis does; only
+                # its count waits (one number per banned scope) for Redis.
+                self._hits[hit_scope] += count

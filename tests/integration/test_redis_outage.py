@@ -11,7 +11,7 @@ import time
 import pytest
 
 from sipshield.net import free_port
-from tests.integration.lab_fixture import RunningLab
+from tests.integration.lab_fixture import SIPSHIELD, RunningLab
 from tests.integration.sip_messages import options
 
 pytestmark = pytest.mark.integration
@@ -90,3 +90,29 @@ def test_fail_closed_answers_503_while_redis_is_down(make_lab):
     os.kill(lab.info["pids"]["redis"], signal.SIGKILL)
     time.sleep(0.2)
     assert lab.options() == 503
+
+
+def test_a_known_ban_holds_while_redis_is_down(make_lab):
+    # Each worker enforces the bans from its own copy; Redis is only where
+    # the blocked requests are counted.  Losing the count must not lose the ban.
+    lab = make_lab(POLICY.replace("modules:\n", "modules:\n  - {name: bans, response: drop}\n"))
+    banned = "127.0.0.90"
+    added = subprocess.run(
+        [*SIPSHIELD, "bans", "--lab", str(lab.directory), "add", banned],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    # Every worker has applied the ban once 8 requests in a row are dropped.
+    deadline = time.monotonic() + 10
+    while [lab.options(source_ip=banned, timeout=0.3) for _ in range(8)] != [None] * 8:
+        assert time.monotonic() < deadline, "the ban never reached every worker"
+
+    os.kill(lab.info["pids"]["redis"], signal.SIGKILL)
+    # Past the once-a-second flush of the hit counts, which now meets a dead Redis.
+    time.sleep(1.2)
+    assert [lab.options(source_ip=banned, timeout=0.3) for _ in range(8)] == [None] * 8
+    assert [lab.options() for _ in range(4)] == [200] * 4
+    drops = [e for e in lab.events() if e["module"] == "bans" and e["src"].startswith(banned)]
+    assert drops and all(e["action"] == "drop" for e in drops)
