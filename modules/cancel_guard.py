@@ -4,30 +4,25 @@ Kamailio's transaction layer (tm) already matches a CANCEL to its INVITE
 transaction by the top Via's branch and sent-by (RFC 3261 section 9.2), but
 both are written by the sender and seen by anyone on the path: a forged
 CANCEL with a copied Via would stop a ringing call.  So, once tm has found
-the INVITE (``t_check_trans``), the router compares the CANCEL's source with
-the INVITE's (``$T_inv($si)``, ``$T_inv($sp)``, ``$T_inv($pr)``): another
-address, port (unless ``nat_rebinding: port``) or transport gets 403, and the
-callee never sees it.  A CANCEL that matches no INVITE gets 481.
-
-The check needs the transaction, so it runs in the router, where the CANCEL is
-handled (:mod:`sipshield.edge_routing`); this module gives it its place, its
-mode and its settings in the policy.
+the INVITE, the relay phase compares the CANCEL's source with the INVITE's
+(``$T_inv($si)``, ``$T_inv($sp)``, ``$T_inv($pr)``, read by the router into
+:attr:`sipshield.hop.Hop.invite_source`): another address, port (unless
+``nat_rebinding: port``) or transport gets 403, and the callee never sees
+it.  A CANCEL that matches no INVITE gets 481.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from sipshield.ksr_message import read_pv
+from sipshield.hop import Source
 from sipshield.module import ModuleConfig, SecurityModule
-from sipshield.verdict import CONTINUE, Outcome
+from sipshield.verdict import CONTINUE, Outcome, Reject
 
 if TYPE_CHECKING:
+    from sipshield.hop import Hop
     from sipshield.message import SipRequest
-    from sipshield.policy import Policy
     from sipshield.state import SharedState
-
-Source = tuple[str, int, str]
 
 
 class CancelGuardConfig(ModuleConfig):
@@ -40,10 +35,24 @@ class CancelGuardConfig(ModuleConfig):
 class CancelGuard(SecurityModule):
     name = "cancel_guard"
     Config = CancelGuardConfig
+    checks_relay = True
+
+    def __init__(self, config: CancelGuardConfig) -> None:
+        super().__init__(config)
+        self.settings = config
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
-        # The comparison needs the INVITE transaction: see cancel_problem.
+        # The comparison needs the INVITE transaction: the relay phase has it.
         return CONTINUE
+
+    def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
+        if msg.method != "CANCEL":
+            return CONTINUE
+        if hop.invite_source is None:
+            return Reject("CANCEL matches no INVITE transaction", code=481)
+        cancel = (msg.src_ip, msg.src_port, msg.transport)
+        problem = cancel_problem(self.settings, cancel, hop.invite_source)
+        return CONTINUE if problem is None else Reject(problem, code=403)
 
 
 def cancel_problem(config: CancelGuardConfig, cancel: Source, invite: Source) -> str | None:
@@ -55,22 +64,4 @@ def cancel_problem(config: CancelGuardConfig, cancel: Source, invite: Source) ->
         return f"{where}, but {invited}"
     if port != invite_port and transport == "udp" and config.nat_rebinding != "port":
         return f"{where}, but {invited} (nat_rebinding: none)"
-    return None
-
-
-def invite_source(ksr: Any) -> Source:
-    """The source of the INVITE that the current CANCEL matched (after t_check_trans)."""
-    pv = ksr.pv
-    return (
-        read_pv(pv, "$T_inv($si)") or "",
-        int(pv.get("$T_inv($sp)") or 0),
-        (read_pv(pv, "$T_inv($pr)") or "").lower(),
-    )
-
-
-def find_config(policy: Policy) -> CancelGuardConfig | None:
-    """The policy's cancel_guard settings, or None when the module is absent or off."""
-    for entry in policy.modules:
-        if isinstance(entry, CancelGuardConfig) and entry.mode != "off":
-            return entry
     return None

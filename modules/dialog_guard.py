@@ -50,7 +50,7 @@ from sipshield.dialog_tokens import CALLEE, CALLER, Binding, KeyFileError, KeyRi
 from sipshield.ksr_message import read_pv
 from sipshield.message import SipRequest
 from sipshield.module import ModuleConfig, SecurityModule
-from sipshield.policy_types import Network
+from sipshield.policy_types import Network, PolicyError
 from sipshield.verdict import CONTINUE, Drop, Outcome, Reject
 
 if TYPE_CHECKING:
@@ -294,7 +294,6 @@ class DialogGuard(SecurityModule):
 
 def load_key_ring(config: DialogGuardConfig) -> KeyRing:
     """The key ring of ``config``; an unusable key file is a policy error (no start)."""
-    from sipshield.policy import PolicyError  # the policy imports this module
 
     try:
         return KeyRing(config.key_file, on_reload_error=log.error)

@@ -8,11 +8,11 @@
   registration) or, when the Request-URI names a trunk's domain, go out
   through that trunk.
 - In-dialog requests follow their Record-Route set.
-- Before relaying, a ``sips:`` Request-URI must have a TLS next hop, and SDES
-  keys must not leave towards the outside over a plain hop
-  (:mod:`sipshield.tls_policy`, :mod:`sipshield.sdes_guard`).  The refusal is
-  a 403 for SIPS: the next hop is the policy's, so a retry would meet the same
-  hop (480 would invite one); SDES gets 488 like an unacceptable offer.
+- Just before relaying, the request meets the chain again (the relay phase,
+  :meth:`sipshield.pipeline.Pipeline.run_relay`): the next hop, the SDP that
+  leaves and, for a CANCEL, its INVITE's source are known then.  The router
+  only routes: every refusal is a module's verdict, applied by
+  :mod:`sipshield.remediation` like the request phase's.
 
 Operators with their own routing keep it and call only the pipeline
 (see the drop-in configuration); this class is what the reference
@@ -21,19 +21,18 @@ Operators with their own routing keep it and call only the pipeline
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from sipshield import cancel_guard, sdes_guard
+from sipshield import remediation
 from sipshield.dialog_guard import DialogTokens
-from sipshield.events import Event, EventSink
+from sipshield.hop import Hop, Source
 from sipshield.ksr_message import read_pv
-from sipshield.media import MEDIA_METHODS, OUT_LEG_PARAM, Leg, MediaAnchor, put_sdp
+from sipshield.media import MEDIA_METHODS, OUT_LEG_PARAM, AnchoredSdp, Leg, MediaAnchor
 from sipshield.message import SipRequest
 from sipshield.policy import Policy, PolicyError
-from sipshield.sdp_body import SdpPart, find_sdp
-from sipshield.tls_policy import next_hop_is_tls, sips_next_hop_problem
+from sipshield.tls_policy import next_hop_is_tls
 
 log = logging.getLogger("sipshield.edge")
 
@@ -58,22 +57,36 @@ def _sip_uri(host_port: str, transport: str) -> str:
     return f"sip:{host_port};transport={transport}"
 
 
+# The relay phase: judge a request about to leave over a hop, and apply the
+# decision; True when it was stopped (answered or dropped).
+ScreenRelay = Callable[[SipRequest, Hop], bool]
+
+
+def _invite_source(ksr: Any) -> Source:
+    """The source of the INVITE that the current CANCEL matched (after t_check_trans)."""
+    pv = ksr.pv
+    return (
+        read_pv(pv, "$T_inv($si)") or "",
+        int(pv.get("$T_inv($sp)") or 0),
+        (read_pv(pv, "$T_inv($pr)") or "").lower(),
+    )
+
+
 class EdgeRouter:
     def __init__(
         self,
         policy: Policy,
         ksr: Any,
-        events: EventSink | None = None,
+        screen_relay: ScreenRelay | None = None,
         media: MediaAnchor | None = None,
     ) -> None:
         self.ksr = ksr
-        self.events = events
+        # None when no module judges the relay phase: no hop to describe.
+        self.screen_relay = screen_relay
         # Media anchoring in rtpengine (sipshield.media), when the policy has media.
         self.media = media
-        self.sdes = sdes_guard.find_config(policy)
         # Signed dialog tokens in our Record-Route (dialog_guard), when enabled.
         self.tokens = DialogTokens.from_policy(policy)
-        self.cancel_guard = cancel_guard.find_config(policy)
         # Keepalive OPTIONS to users behind NAT, sent by Kamailio's nat_traversal
         # (loaded by the reference kamailio.cfg; KSR has it only when loaded).
         self.nat_keepalive = hasattr(ksr, "nat_traversal")
@@ -104,14 +117,14 @@ class EdgeRouter:
     def route(self, msg: SipRequest) -> None:
         k = self.ksr
         if k.maxfwd.process_maxfwd(10) < 0:
-            k.sl.send_reply(483, "Too Many Hops")
+            remediation.reply(k, 483, "Too Many Hops")
             return
         if msg.method == "CANCEL":
             if k.tm.t_check_trans() > 0:
-                if self._cancel_allowed(msg):
-                    self._relay(msg)
-            elif self.cancel_guard is not None:
-                k.sl.send_reply(481, "Call/Transaction Does Not Exist")
+                self._relay(msg)
+            elif self.screen_relay is not None:
+                # Nothing to cancel: cancel_guard answers 481; otherwise it is dropped.
+                self.screen_relay(msg, self._hop(msg, None, invite_source=None))
             return
         if msg.in_dialog:
             self._route_in_dialog(msg)
@@ -122,7 +135,7 @@ class EdgeRouter:
                 self._relay(msg)
             return
         if msg.method == "OPTIONS" and not k.corex.has_ruri_user() > 0 and k.is_myself_ruri():
-            k.sl.send_reply(200, "OK")
+            remediation.reply(k, 200, "OK")
             return
         # Retransmissions are absorbed by the transaction they belong to.
         if k.tmx.t_precheck_trans() > 0:
@@ -155,7 +168,7 @@ class EdgeRouter:
             if k.tm.t_check_trans() > 0:
                 self._relay(msg)
         else:
-            k.sl.send_reply(404, "Not Here")
+            remediation.reply(k, 404, "Not Here")
 
     def _route_from_outside(self, msg: SipRequest) -> None:
         k = self.ksr
@@ -188,7 +201,7 @@ class EdgeRouter:
             return
         trunk = self.trunk_by_domain.get((read_pv(k.pv, "$rd") or "").lower())
         if trunk is None:
-            k.sl.send_reply(404, "No Route")
+            remediation.reply(k, 404, "No Route")
             return
         k.setdsturi(trunk)
         self._sign_towards_outside(msg)
@@ -250,23 +263,6 @@ class EdgeRouter:
         if self.tokens is not None and self.ksr.is_method_in(OUTSIDE_DIALOG_FORMING):
             self.tokens.sign_leg(self.ksr, msg, towards_outside=True)
 
-    def _cancel_allowed(self, msg: SipRequest) -> bool:
-        """A CANCEL must come from its INVITE's source (cancel_guard); False when refused."""
-        if self.cancel_guard is None:
-            return True
-        cancel = (msg.src_ip, msg.src_port, msg.transport)
-        problem = cancel_guard.cancel_problem(
-            self.cancel_guard, cancel, cancel_guard.invite_source(self.ksr)
-        )
-        if problem is None:
-            return True
-        if self.cancel_guard.mode == "monitor":
-            self._report(msg, "cancel_guard", "reject", problem, "monitor")
-            return True
-        self._report(msg, "cancel_guard", "reject", problem)
-        self.ksr.sl.send_reply(403, "Forbidden")
-        return False
-
     def _relay(self, msg: SipRequest) -> None:
         k = self.ksr
         leg, anchored = None, None
@@ -274,25 +270,40 @@ class EdgeRouter:
             leg = self._media_leg(msg)
             outcome = self.media.on_request(msg, leg)
             if outcome.refusal is not None:
-                k.sl.send_reply(outcome.refusal.code, outcome.refusal.reason)
+                remediation.reply(k, outcome.refusal.code, outcome.refusal.reason)
                 return
             anchored = outcome.anchored
-        # ACK cannot be answered and CANCEL follows its INVITE.
-        if msg.method not in ("ACK", "CANCEL") and not self._hop_allowed(
-            msg, anchored.sdp if anchored is not None else None
-        ):
-            if anchored is not None and leg is not None and not msg.in_dialog:
-                self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
-            return
+        if self.screen_relay is not None:
+            invite = _invite_source(k) if msg.method == "CANCEL" else None
+            if self.screen_relay(msg, self._hop(msg, anchored, invite)):
+                if anchored is not None and leg is not None and not msg.in_dialog:
+                    self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
+                return
         if anchored is not None:
             # In a multipart body (SIP-I) only the SDP part changes.
-            put_sdp(k, anchored.part, anchored.sdp)
+            remediation.rewrite_sdp(k, anchored.part, anchored.sdp)
         if leg is not None:
             self.media.arm(msg, leg)  # type: ignore[union-attr]
         if k.tm.t_relay() < 0:
-            k.sl.sl_reply_error()
+            remediation.reply_relay_error(k)
             if anchored is not None and leg is not None and not msg.in_dialog:
                 self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
+
+    def _hop(
+        self, msg: SipRequest, anchored: AnchoredSdp | None, invite_source: Source | None
+    ) -> Hop:
+        pv = self.ksr.pv
+        ruri = read_pv(pv, "$ru") or ""
+        next_hop = read_pv(pv, "$du") or ruri
+        from_pbx = self._is_from_pbx(msg)
+        return Hop(
+            next_hop=next_hop,
+            ruri=ruri,
+            tls=next_hop_is_tls(next_hop),
+            from_pbx=from_pbx,
+            anchored=anchored.sdp if anchored is not None else None,
+            invite_source=invite_source,
+        )
 
     def _media_leg(self, msg: SipRequest) -> Leg:
         k = self.ksr
@@ -301,62 +312,3 @@ class EdgeRouter:
         out_leg = k.rr.check_route_param(OUT_LEG_PARAM) > 0 if msg.in_dialog else from_pbx
         next_hop = (read_pv(k.pv, "$nh(d)") or "", (read_pv(k.pv, "$nh(P)") or "").lower())
         return self.media.leg(msg, from_pbx, out_leg, next_hop)  # type: ignore[union-attr]
-
-    def _hop_allowed(self, msg: SipRequest, anchored: str | None = None) -> bool:
-        """Refuse (and report) what must not cross the next hop; False when refused.
-
-        ``anchored`` is the SDP rtpengine made for this hop: it is what leaves,
-        so it is what the SDES rule judges.
-        """
-        k = self.ksr
-        ruri = read_pv(k.pv, "$ru") or ""
-        next_hop = read_pv(k.pv, "$du") or ruri
-        problem = sips_next_hop_problem(ruri, next_hop)
-        if problem:
-            self._report(msg, "tls_policy", "reject", problem)
-            k.sl.send_reply(403, "SIPS Needs TLS Hop")
-            return False
-        if self.sdes is None:
-            return True
-        from_pbx = (msg.src_ip, msg.src_port) == self.pbx_source
-        plain = (msg.transport != "tls") if not from_pbx else not next_hop_is_tls(next_hop)
-        if anchored is not None:
-            # Towards the PBX (the inside hop) the media policy never puts SDES.
-            body = anchored.encode() if from_pbx and plain else b""
-        else:
-            body = sdes_guard.sdp_body(msg) if plain else b""
-        if not body:
-            return True
-        action, stripped = sdes_guard.plain_hop_outcome(self.sdes.on_plain_hop, body)
-        if action == "pass":
-            return True
-        if action == "reject" and not from_pbx:
-            # The arrival hop: sdes_guard in the pipeline decided (and reported).
-            return True
-        why = "SDES keys (a=crypto) in SDP " + (
-            f"would leave over a plain hop to {next_hop}"
-            if from_pbx
-            else f"arrived over {msg.transport}"
-        )
-        if self.sdes.mode == "monitor":
-            self._report(msg, "sdes_guard", action, why, "monitor")
-            return True
-        if action == "strip" and anchored is None:
-            # Only a located SDP is rewritten (in a multipart body, that part alone).
-            found = find_sdp(msg.header("content-type"), msg.body)
-            if isinstance(found, SdpPart):
-                self._report(msg, "sdes_guard", "strip", why + "; stripped, DTLS-SRTP offered")
-                put_sdp(k, found, stripped.decode("utf-8", errors="replace"))
-                return True
-        self._report(msg, "sdes_guard", "reject", why)
-        k.sl.send_reply(sdes_guard.NOT_ACCEPTABLE, "Not Acceptable Here")
-        return False
-
-    def _report(
-        self, msg: SipRequest, module: str, action: str, reason: str, mode: str = "enforce"
-    ) -> None:
-        if self.events is None:
-            return
-        # A full disk must not turn into a failed call.
-        with contextlib.suppress(Exception):
-            self.events.emit(Event.of_request(msg, module, action, reason, mode))

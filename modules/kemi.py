@@ -18,14 +18,17 @@ from sipshield.dialog_guard import DIALOG_FORMING
 from sipshield.dialog_tokens import BRANCH_PARAM
 from sipshield.edge_routing import EdgeRouter
 from sipshield.events import Event, EventSink
+from sipshield.hop import Hop
 from sipshield.kamailio_log import send_logging_to_kamailio
 from sipshield.ksr_message import KsrMessage
 from sipshield.media import MediaAnchor
-from sipshield.pipeline import PASS, Decision, Pipeline
+from sipshield.message import SipRequest
+from sipshield.pipeline import Pipeline
 from sipshield.policy import Policy, PolicyError, load_policy, never_banned
 from sipshield.reply import ReplyFacts, RoutedRequest
 from sipshield.state import SharedState
 from sipshield.tls_policy import OutboundTlsCheck
+from sipshield.verdict import PASS, Decision
 
 log = logging.getLogger("sipshield.kemi")
 
@@ -98,7 +101,10 @@ class KemiHandler:
             if policy.media is None
             else MediaAnchor(policy.media, policy, ksr, self.events, ONREPLY_ROUTE, FAILURE_ROUTE)
         )
-        self.router = EdgeRouter(policy, ksr, self.events, self.media)
+        relay_checked = bool(self.pipeline.relay_stages)
+        self.router = EdgeRouter(
+            policy, ksr, self.screen_relay if relay_checked else None, self.media
+        )
         self.outbound_tls = OutboundTlsCheck(policy)
 
     def child_init(self, rank: int) -> int:
@@ -138,6 +144,16 @@ class KemiHandler:
             # handled by the pipeline); never take Kamailio down for it.
             log.exception("sipshield core error; request served unchecked")
             return Screening(blocked=False)
+
+    def screen_relay(self, view: SipRequest, hop: Hop) -> bool:
+        """The relay phase: run the chain on a request about to leave over ``hop``
+        and apply the decision; True when the request was stopped."""
+        try:
+            # Requests from the PBX too: what leaves towards outside is judged here.
+            return remediation.apply(self.pipeline.run_relay(view, hop), self.ksr)
+        except Exception:
+            log.exception("sipshield core error in the relay phase; request relayed unchecked")
+            return False
 
     def observe_reply(self) -> None:
         """Show the current reply, when final, to the modules that observe replies."""
@@ -287,13 +303,13 @@ class KemiHandler:
             )
             if problem is None:
                 return 1
-            self.ksr.x.drop()
+            remediation.drop_connection(self.ksr)
             self.events.emit(
                 Event(module="tls_policy", action="drop", src=f"{ip}:{port}", reason=problem)
             )
         except Exception:
             log.exception("sipshield: outbound TLS check failed; connection dropped")
-            self.ksr.x.drop()
+            remediation.drop_connection(self.ksr)
         return 1
 
 

@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from sipshield.cert_names import pem_certificates
+from sipshield.sdp_body import BodyProblem, SdpPart, find_sdp
 
 # KSR hands strings to Python as UTF-8, so a value that is not (a binary
 # SIP-I body, a Latin-1 display name) is fetched base64-encoded instead; a
@@ -140,6 +141,10 @@ class KsrMessage:
     @property
     def in_dialog(self) -> bool:
         return bool(self.to_tag)
+
+    @cached_property
+    def sdp(self) -> SdpPart | BodyProblem | None:
+        return find_sdp(self.header("content-type"), self.body)
 
     @cached_property
     def acks_failed_invite(self) -> bool:

@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sipshield import remediation
 from sipshield.events import Event, EventSink
 from sipshield.ksr_message import read_pv
 from sipshield.media_policy import (
@@ -124,20 +125,6 @@ class RequestOutcome:
     anchored: AnchoredSdp | None = None
 
 
-def put_sdp(ksr: Any, part: SdpPart, sdp: str) -> None:
-    """Have Kamailio relay ``sdp`` in place of the SDP found at ``part``.
-
-    In a multipart body only the SDP's text is replaced: the Content-Type, the
-    boundary and the other parts stay byte for byte.  Setting the whole body
-    again is not possible there, as KEMI strings cannot carry a binary ISUP part
-    (``find_sdp`` made sure the first match of the SDP's text is its part).
-    """
-    if part.multipart:
-        ksr.textops.replace_body_str(part.text, sdp, "f")
-    else:
-        ksr.textops.set_body(sdp, "application/sdp")
-
-
 class MediaAnchor:
     def __init__(
         self,
@@ -223,7 +210,7 @@ class MediaAnchor:
             if leg.to_inside:
                 self._drop_second_crossing(leg.key)
             return RequestOutcome()
-        found = find_sdp(msg.header("content-type"), msg.body)
+        found = msg.sdp
         if found is None:
             return RequestOutcome()
         if isinstance(found, BodyProblem):
@@ -281,7 +268,7 @@ class MediaAnchor:
             return
         if self._outside(leg).policy.srtp == "passthrough":
             return
-        offered = isinstance(find_sdp(msg.header("content-type"), msg.body), SdpPart)
+        offered = isinstance(msg.sdp, SdpPart)
         k = self.ksr
         memo = leg.encode(msg.method, offered, not msg.in_dialog, request_branch(msg) or "")
         k.pv.sets(LEG_AVP, memo)
@@ -370,7 +357,7 @@ class MediaAnchor:
         except NgError as exc:
             self._report_reply(f"media not anchored in {status} reply: {exc}")
             return
-        put_sdp(k, found, result.sdp)
+        remediation.rewrite_sdp(k, found, result.sdp)
 
     def on_failure(self) -> None:
         """An initial INVITE armed by :meth:`arm` failed (Kamailio's failure route).

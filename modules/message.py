@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol, runtime_checkable
 
+from sipshield.sdp_body import BodyProblem, SdpPart, find_sdp
 from sipshield.sip_syntax import SipSyntaxError, closing_quote
 
 # RFC 3261 section 7.3.3 and the IANA registry: compact header names.
@@ -151,6 +152,11 @@ class SipRequest(Protocol):
         ...
 
     @property
+    def sdp(self) -> SdpPart | BodyProblem | None:
+        """The body's SDP, located once (single or in a multipart body); a problem; or None."""
+        ...
+
+    @property
     def acks_failed_invite(self) -> bool:
         """True for the ACK of a negative final reply to an INVITE this node relayed.
 
@@ -250,3 +256,7 @@ class RawSipMessage:
     @property
     def in_dialog(self) -> bool:
         return bool(self.to_tag)
+
+    @cached_property
+    def sdp(self) -> SdpPart | BodyProblem | None:
+        return find_sdp(self.header("content-type"), self.body)

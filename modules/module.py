@@ -3,7 +3,9 @@
 A module is one class in one file.  It declares a pydantic ``Config`` (its part
 of the policy, validated at start-up) and one entry point, :meth:`check`, that
 looks at a request and returns :data:`~sipshield.verdict.CONTINUE` or a
-verdict.  Modules detect; they never reply, drop or ban by themselves:
+verdict; a module that must also see the request just before it is relayed
+(next hop, anchored SDP, matched INVITE known) implements :meth:`check_relay`.
+Modules detect; they never reply, drop, rewrite or ban by themselves:
 :mod:`sipshield.remediation` does that, in one place.
 """
 
@@ -14,7 +16,10 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from sipshield.verdict import CONTINUE
+
 if TYPE_CHECKING:
+    from sipshield.hop import Hop
     from sipshield.message import SipRequest
     from sipshield.policy import Policy
     from sipshield.reply import ReplyFacts
@@ -51,6 +56,8 @@ class SecurityModule(ABC):
     Config: ClassVar[type[ModuleConfig]]
     #: True for modules that also look at final replies (observe_reply).
     observes_replies: ClassVar[bool] = False
+    # True for a module that also judges requests just before they are relayed.
+    checks_relay: ClassVar[bool] = False
 
     def __init__(self, config: ModuleConfig) -> None:
         self.config = config
@@ -58,6 +65,14 @@ class SecurityModule(ABC):
     @abstractmethod
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
         """Inspect one request; return CONTINUE or a verdict."""
+
+    def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
+        """Judge a request about to be relayed over ``hop``; CONTINUE, a verdict or a Rewrite.
+
+        Only called when ``checks_relay`` is True, with the same modes, errors
+        and events as :meth:`check`.
+        """
+        return CONTINUE
 
     def bind(self, policy: Policy) -> None:  # noqa: B027 - optional hook, empty by default
         """Read what the module needs from the whole policy (peers, trunks); once, at build."""

@@ -18,18 +18,31 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from sipshield.events import Event, EventSink
+from sipshield.hop import Hop
 from sipshield.message import SipRequest
 from sipshield.module import FailureMode, Mode, ModuleConfig, ModuleDisabled, SecurityModule
 from sipshield.policy import PluginConfig, Policy, PolicyError
 from sipshield.registry import BUILTIN_MODULES
 from sipshield.reply import ReplyFacts
 from sipshield.state import SharedState, StateUnavailable
-from sipshield.verdict import CONTINUE, Accept, Alert, Ban, Reject, Verdict
+from sipshield.verdict import (
+    CONTINUE,
+    PASS,
+    Accept,
+    Alert,
+    Ban,
+    Decision,
+    Outcome,
+    Reject,
+    Rewrite,
+    Verdict,
+)
 
 log = logging.getLogger("sipshield.pipeline")
 
@@ -40,17 +53,6 @@ class Stage:
     module: SecurityModule
     mode: Mode
     on_error: FailureMode
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The pipeline's answer: the stopping verdict and who gave it, or nothing."""
-
-    verdict: Verdict | None = None
-    module: str = ""
-
-
-PASS = Decision()
 
 
 def _load_plugin(index: int, entry: PluginConfig, source: str) -> SecurityModule:
@@ -124,9 +126,29 @@ class Pipeline:
         return any(stage.module.observes_replies for stage in self.stages)
 
     def run(self, msg: SipRequest) -> Decision:
-        for stage in self.stages:
+        """The request phase: every stage's check, as the request arrives."""
+        return self._chain(msg, self.stages, lambda module: module.check(msg, self.state))
+
+    def run_relay(self, msg: SipRequest, hop: Hop) -> Decision:
+        """The relay phase: the stages that judge a request just before it leaves over ``hop``."""
+        return self._chain(
+            msg, self.relay_stages, lambda module: module.check_relay(msg, hop, self.state)
+        )
+
+    @property
+    def relay_stages(self) -> tuple[Stage, ...]:
+        return tuple(stage for stage in self.stages if stage.module.checks_relay)
+
+    def _chain(
+        self,
+        msg: SipRequest,
+        stages: tuple[Stage, ...],
+        judge: Callable[[SecurityModule], Outcome],
+    ) -> Decision:
+        rewrites: list[Rewrite] = []
+        for stage in stages:
             try:
-                outcome = stage.module.check(msg, self.state)
+                outcome = judge(stage.module)
             except StateUnavailable:
                 # The outage itself is logged once by SharedState, not per request.
                 if self.on_redis_failure == "open":
@@ -149,15 +171,20 @@ class Pipeline:
                     continue
                 return failed
             if isinstance(outcome, Accept):
-                return Decision(outcome, stage.name)
+                return Decision(outcome, stage.name, tuple(rewrites))
             if isinstance(outcome, Alert):
                 self._emit(stage, msg, outcome.action, outcome.reason, stage.mode)
                 continue
             if stage.mode == "monitor":
                 self._emit(stage, msg, outcome.action, outcome.reason, "monitor")
                 continue
+            if isinstance(outcome, Rewrite):
+                # Carried out with the decision; the next stages still judge.
+                self._emit(stage, msg, outcome.action, outcome.reason, "enforce")
+                rewrites.append(outcome)
+                continue
             return self._stop(stage, msg, outcome)
-        return PASS
+        return Decision(rewrites=tuple(rewrites)) if rewrites else PASS
 
     def _stop(self, stage: Stage, msg: SipRequest, verdict: Verdict) -> Decision:
         reason = verdict.reason

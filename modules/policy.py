@@ -25,7 +25,7 @@ from pydantic import (
 from sipshield.bans import BanSettings
 from sipshield.media_policy import MediaSettings
 from sipshield.module import FailureMode, ModuleConfig
-from sipshield.policy_types import HostPort, Network, Transport
+from sipshield.policy_types import HostPort, Network, PolicyError, Transport
 from sipshield.registry import BUILTIN_MODULES
 from sipshield.state import RedisSettings
 from sipshield.tls_config import DEFAULT_CIPHERS, weak_ciphers
@@ -256,15 +256,6 @@ class Policy(_Strict):
         if unknown:
             raise ValueError(f"media.trunks names no trunk in peers.trunks: {', '.join(unknown)}")
         return self
-
-
-class PolicyError(Exception):
-    """A policy that cannot be used; ``errors`` are ready-to-print lines."""
-
-    def __init__(self, path: Path | str, errors: list[str]) -> None:
-        self.path = str(path)
-        self.errors = errors
-        super().__init__("\n".join(errors))
 
 
 def _line_map(node: yaml.Node, path: tuple[Any, ...], lines: dict, dups: list) -> None:

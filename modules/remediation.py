@@ -1,6 +1,7 @@
-"""The one place where a verdict is applied to Kamailio.
+"""The one place where a decision is applied to Kamailio.
 
-Modules and the pipeline only decide; this module replies or drops.  The reply
+Modules and the pipeline only decide; this module replies, drops and rewrites
+(the router's own answers, such as "no route", go through it too).  The reply
 reason phrase is sanitised here because parts of it may come from the request,
 and an attacker must not be able to inject header lines through it.
 """
@@ -10,30 +11,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from sipshield.verdict import Ban, Drop, Reject
+from sipshield.verdict import STANDARD_PHRASES, Ban, Decision, Drop, Reject
 
 if TYPE_CHECKING:
-    # For types only: the pipeline imports the modules, and modules read the
-    # reply phrases defined here.
-    from sipshield.pipeline import Decision
-
-STANDARD_PHRASES: dict[int, str] = {
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Request Entity Too Large",
-    414: "Request-URI Too Long",
-    415: "Unsupported Media Type",
-    416: "Unsupported URI Scheme",
-    481: "Call/Transaction Does Not Exist",
-    483: "Too Many Hops",
-    488: "Not Acceptable Here",
-    500: "Server Internal Error",
-    503: "Service Unavailable",
-    505: "Version Not Supported",
-    603: "Decline",
-}
+    from sipshield.sdp_body import SdpPart
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 MAX_PHRASE = 120
@@ -54,4 +35,37 @@ def apply(decision: Decision, ksr: Any) -> bool:
         return True
     # Ending the route without relaying or replying discards a dropped request;
     # a banned source learns nothing either.
-    return isinstance(verdict, Drop | Ban)
+    if isinstance(verdict, Drop | Ban):
+        return True
+    for rewrite in decision.rewrites:
+        rewrite_sdp(ksr, rewrite.part, rewrite.sdp)
+    return False
+
+
+def reply(ksr: Any, code: int, phrase: str) -> None:
+    """Answer the request with a routing outcome (no route, too many hops, ...)."""
+    ksr.sl.send_reply(code, _UNSAFE.sub("?", phrase)[:MAX_PHRASE])
+
+
+def reply_relay_error(ksr: Any) -> None:
+    """Answer a request that could not be relayed with the error tm recorded."""
+    ksr.sl.sl_reply_error()
+
+
+def drop_connection(ksr: Any) -> None:
+    """Close the TLS connection whose event is being handled; nothing is sent on it."""
+    ksr.x.drop()
+
+
+def rewrite_sdp(ksr: Any, part: SdpPart, sdp: str) -> None:
+    """Have Kamailio relay ``sdp`` in place of the SDP found at ``part``.
+
+    In a multipart body only the SDP's text is replaced: the Content-Type, the
+    boundary and the other parts stay byte for byte.  Setting the whole body
+    again is not possible there, as KEMI strings cannot carry a binary ISUP part
+    (``find_sdp`` made sure the first match of the SDP's text is its part).
+    """
+    if part.multipart:
+        ksr.textops.replace_body_str(part.text, sdp, "f")
+    else:
+        ksr.textops.set_body(sdp, "application/sdp")

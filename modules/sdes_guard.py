@@ -4,10 +4,9 @@ SDES (RFC 4568) puts the SRTP master keys in the SDP, in ``a=crypto`` lines:
 whoever reads the signalling can decrypt the media.  So an SDP with SDES keys
 may travel only over TLS.  Two hops are judged:
 
-- the hop a request arrived on, when it came from outside (this module, in
-  the pipeline);
-- the hop a request from the PBX leaves on towards the outside (the router,
-  before it relays, through :func:`plain_hop_outcome`).
+- the hop a request arrived on, when it came from outside (:meth:`check`);
+- the hop a request from the PBX leaves on towards the outside
+  (:meth:`check_relay`, with the SDP the media anchoring made, if any).
 
 The link between the SBC and the PBX is the inside hop and is not judged here:
 the policy cannot make it TLS yet, and taking SDES off it is the media
@@ -22,13 +21,14 @@ DTLS-SRTP; an offer that would be left with no keying at all is refused.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from sipshield.module import ModuleConfig, SecurityModule
-from sipshield.sdp_body import BodyProblem, find_sdp
-from sipshield.verdict import CONTINUE, Outcome, Reject
+from sipshield.sdp_body import BodyProblem, SdpPart
+from sipshield.verdict import CONTINUE, Outcome, Reject, Rewrite
 
 if TYPE_CHECKING:
+    from sipshield.hop import Hop
     from sipshield.message import SipRequest
     from sipshield.policy import Policy
     from sipshield.state import SharedState
@@ -51,7 +51,7 @@ def sdp_body(msg: SipRequest) -> bytes:
     A body whose SDP cannot be located is judged whole: no a=crypto line
     anywhere in it crosses a plain hop.
     """
-    found = find_sdp(msg.header("content-type"), msg.body)
+    found = msg.sdp
     if found is None:
         return b""
     return msg.body if isinstance(found, BodyProblem) else found.sdp
@@ -98,6 +98,7 @@ def plain_hop_outcome(on_plain_hop: str, body: bytes) -> tuple[str, bytes]:
 class SdesGuard(SecurityModule):
     name = "sdes_guard"
     Config = SdesGuardConfig
+    checks_relay = True
 
     def __init__(self, config: SdesGuardConfig) -> None:
         super().__init__(config)
@@ -120,13 +121,38 @@ class SdesGuard(SecurityModule):
                 f"SDES keys (a=crypto) in SDP received over {msg.transport}",
                 code=NOT_ACCEPTABLE,
             )
-        # "strip" is carried out by the router, which owns the message it relays.
+        # "strip" is a rewrite: the relay phase makes it (check_relay).
         return CONTINUE
 
-
-def find_config(policy: Policy) -> Any:
-    """The policy's sdes_guard settings, or None when the module is absent or off."""
-    for entry in policy.modules:
-        if isinstance(entry, SdesGuardConfig) and entry.mode != "off":
-            return entry
-    return None
+    def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
+        if msg.method in ("ACK", "CANCEL"):
+            return CONTINUE  # ACK cannot be answered; CANCEL follows its INVITE
+        plain = not hop.tls if hop.from_pbx else msg.transport != "tls"
+        if not plain:
+            return CONTINUE
+        if hop.anchored is not None:
+            # What leaves is rtpengine's SDP; towards the PBX (the inside hop)
+            # the media policy never puts SDES in it.
+            body = hop.anchored.encode() if hop.from_pbx else b""
+        else:
+            body = sdp_body(msg)
+        if not body:
+            return CONTINUE
+        action, stripped = plain_hop_outcome(self.settings.on_plain_hop, body)
+        if action == "pass" or (action == "reject" and not hop.from_pbx):
+            # The arrival hop's refusal was check()'s, in the request phase.
+            return CONTINUE
+        why = "SDES keys (a=crypto) in SDP " + (
+            f"would leave over a plain hop to {hop.next_hop}"
+            if hop.from_pbx
+            else f"arrived over {msg.transport}"
+        )
+        if action == "strip" and hop.anchored is None and isinstance(msg.sdp, SdpPart):
+            # Only a located SDP is rewritten (in a multipart body, that part alone).
+            return Rewrite(
+                why + "; stripped, DTLS-SRTP offered",
+                part=msg.sdp,
+                sdp=stripped.decode("utf-8", errors="replace"),
+                verb="strip",
+            )
+        return Reject(why, code=NOT_ACCEPTABLE)

@@ -44,9 +44,11 @@ from sipshield.cert_names import (
 )
 from sipshield.message import uri_of
 from sipshield.module import FailureMode, ModuleConfig, SecurityModule
+from sipshield.policy_types import PolicyError
 from sipshield.verdict import CONTINUE, Outcome, Reject
 
 if TYPE_CHECKING:
+    from sipshield.hop import Hop
     from sipshield.message import SipRequest
     from sipshield.policy import Policy, Trunk
     from sipshield.state import SharedState
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipshield.tls_policy")
 
 TLS_REQUIRED = "TLS Required"
+SIPS_NEEDS_TLS = "SIPS Needs TLS Hop"
 
 
 class TlsPolicyConfig(ModuleConfig):
@@ -120,7 +123,6 @@ def _certificate_names(der: bytes) -> CertificateNames | None:
 
 
 def _load_issuers(trunk: Trunk, policy: Policy, index: int) -> frozenset[NormalizedName]:
-    from sipshield.policy import PolicyError
 
     assert trunk.mtls is not None
     path = trunk.mtls.ca or policy.tls.ca_list
@@ -136,6 +138,7 @@ def _load_issuers(trunk: Trunk, policy: Policy, index: int) -> frozenset[Normali
 class TlsPolicy(SecurityModule):
     name = "tls_policy"
     Config = TlsPolicyConfig
+    checks_relay = True
 
     def __init__(self, config: TlsPolicyConfig) -> None:
         super().__init__(config)
@@ -198,6 +201,16 @@ class TlsPolicy(SecurityModule):
         if domain in self.domains:
             return _needs_tls(f"domain {domain} requires TLS, request came over {transport}")
         return CONTINUE
+
+    def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
+        """A sips: Request-URI leaves only over TLS; 403, as the next hop is the policy's
+        (a retry would meet the same hop; 480 would invite one)."""
+        if msg.method in ("ACK", "CANCEL"):
+            return CONTINUE  # ACK cannot be answered; CANCEL follows its INVITE
+        problem = sips_next_hop_problem(hop.ruri, hop.next_hop)
+        if problem is None:
+            return CONTINUE
+        return Reject(problem, code=403, phrase=SIPS_NEEDS_TLS)
 
 
 def _needs_tls(reason: str) -> Reject:

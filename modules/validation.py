@@ -26,7 +26,6 @@ from pydantic import Field, field_validator
 from sipshield.ksr_message import MAX_NON_UTF8_MESSAGE, MessageUnreadable
 from sipshield.message import MalformedMessage, RawSipMessage
 from sipshield.module import ModuleConfig, SecurityModule
-from sipshield.remediation import STANDARD_PHRASES
 from sipshield.sdp_body import UNSUPPORTED_MEDIA_TYPE, BodyProblem, media_type, multipart_parts
 from sipshield.sip_syntax import (
     CALL_ID_CHARS,
@@ -39,7 +38,7 @@ from sipshield.sip_syntax import (
     split_address_list,
     uri_scheme,
 )
-from sipshield.verdict import CONTINUE, Drop, Outcome, Reject
+from sipshield.verdict import CONTINUE, STANDARD_PHRASES, Drop, Outcome, Reject
 
 if TYPE_CHECKING:
     from sipshield.message import SipRequest

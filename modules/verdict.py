@@ -8,7 +8,26 @@ the module, and the pipeline says which module returned it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
+
+# The reason phrase a Reject sends unless it names its own.
+STANDARD_PHRASES: dict[int, str] = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    481: "Call/Transaction Does Not Exist",
+    483: "Too Many Hops",
+    488: "Not Acceptable Here",
+    500: "Server Internal Error",
+    503: "Service Unavailable",
+    505: "Version Not Supported",
+    603: "Decline",
+}
 
 
 class _Continue:
@@ -77,6 +96,24 @@ class Drop(Verdict):
 
 
 @dataclass(frozen=True)
+class Rewrite(Verdict):
+    """Let the request go on with its SDP replaced by ``sdp`` (before relaying only).
+
+    ``part`` is where the SDP is in the body (:class:`sipshield.sdp_body.SdpPart`);
+    ``verb`` names the change in events (sdes_guard's is "strip").  A rewrite
+    does not stop the chain: the modules after it still judge the request.
+    """
+
+    part: Any = None
+    sdp: str = ""
+    verb: str = "rewrite"
+
+    @property
+    def action(self) -> str:
+        return self.verb
+
+
+@dataclass(frozen=True)
 class Ban(Verdict):
     """Ban the source (``scope="ip"``) or the user from that source (``"user"``).
 
@@ -92,3 +129,15 @@ class Ban(Verdict):
 Outcome = _Continue | Verdict
 
 STOPS_REQUEST: Final = (Reject, Drop, Ban)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The chain's answer: the stopping verdict and who gave it, and the rewrites to make."""
+
+    verdict: Verdict | None = None
+    module: str = ""
+    rewrites: tuple[Rewrite, ...] = ()
+
+
+PASS: Final = Decision()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sipshield.cancel_guard import CancelGuardConfig, cancel_problem
+from sipshield.cancel_guard import CancelGuard, CancelGuardConfig, cancel_problem
+from sipshield.hop import Hop
 from sipshield.message import RawSipMessage
 from sipshield.policy import parse_policy
 from sipshield.refer_policy import ReferPolicy, ReferPolicyConfig
@@ -26,6 +27,29 @@ def test_cancel_must_come_from_the_invites_source():
     assert cancel_problem(strict, ("192.0.2.10", 5063, "udp"), invite) is not None
     assert cancel_problem(lenient, ("192.0.2.10", 5063, "udp"), invite) is None
     assert cancel_problem(lenient, ("192.0.2.10", 5062, "tcp"), invite) is not None
+
+
+def test_the_relay_phase_refuses_a_cancel_from_elsewhere_or_for_nothing():
+    guard = CancelGuard(CancelGuardConfig())
+    cancel = RawSipMessage(
+        b"CANCEL sip:bob@example.net SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.66;branch=z9hG4bK1\r\n"
+        b"From: <sip:alice@example.net>;tag=1\r\nTo: <sip:bob@example.net>\r\n"
+        b"Call-ID: c1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        src_ip="192.0.2.66",
+        src_port=5062,
+    )
+
+    def hop(invite_source):
+        return Hop("", "sip:bob@example.net", False, False, invite_source=invite_source)
+
+    assert guard.check_relay(cancel, hop(("192.0.2.66", 5062, "udp")), None) is CONTINUE
+    forged = guard.check_relay(cancel, hop(("192.0.2.10", 5062, "udp")), None)
+    assert isinstance(forged, Reject) and forged.code == 403
+    assert forged.reason == (
+        "CANCEL from 192.0.2.66:5062/udp, but its INVITE came from 192.0.2.10:5062/udp"
+    )
+    nothing = guard.check_relay(cancel, hop(None), None)
+    assert isinstance(nothing, Reject) and nothing.code == 481
 
 
 def register(to="alice", frm="alice", src=("192.0.2.10", 5062), expires="300", extra="", via=None):

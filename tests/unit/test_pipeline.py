@@ -10,12 +10,13 @@ from typing import ClassVar, Literal
 import pytest
 
 from sipshield.events import EventSink
+from sipshield.hop import Hop
 from sipshield.message import RawSipMessage
 from sipshield.module import ModuleConfig, SecurityModule
 from sipshield.pipeline import PASS, Pipeline, Stage
 from sipshield.policy import EventSettings
 from sipshield.state import RedisSettings, SharedState, StateUnavailable
-from sipshield.verdict import CONTINUE, Accept, Drop, Reject
+from sipshield.verdict import CONTINUE, Accept, Drop, Reject, Rewrite
 
 REQUEST = RawSipMessage(
     b"OPTIONS sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\n"
@@ -46,6 +47,18 @@ class Fixed(SecurityModule):
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
+
+
+class FixedAtRelay(Fixed):
+    """Answers in the relay phase only."""
+
+    checks_relay = True
+
+    def check(self, msg, state):
+        return CONTINUE
+
+    def check_relay(self, msg, hop, state):
+        return Fixed.check(self, msg, state)
 
 
 @pytest.fixture
@@ -159,3 +172,38 @@ def test_redis_outage_follows_policy(sink, policy, expected_code):
 def test_reject_refuses_non_error_codes():
     with pytest.raises(ValueError):
         Reject("ok?", code=200)
+
+
+HOP = Hop(next_hop="sip:192.0.2.20;transport=udp", ruri="sip:b@x", tls=False, from_pbx=True)
+
+
+def test_the_relay_phase_runs_only_the_modules_that_judge_it(sink):
+    p = pipeline(sink, ("arrival", Drop("no"), "enforce", "open"))
+    relay = Stage("relay", FixedAtRelay(Reject("sips needs tls", code=403), "relay"), "enforce",
+                  "open")  # fmt: skip
+    p = Pipeline((*p.stages, relay), sink.state, sink)
+    assert p.relay_stages == (relay,)
+    decision = p.run_relay(REQUEST, HOP)
+    assert Fixed.calls == ["relay"]
+    assert decision.module == "relay" and decision.verdict == Reject("sips needs tls", code=403)
+    assert [(e["module"], e["action"]) for e in events(sink)] == [("relay", "reject")]
+
+
+def test_a_rewrite_is_carried_with_the_decision_and_the_chain_goes_on(sink):
+    strip = Rewrite("keys stripped", part="PART", sdp="v=0", verb="strip")
+    stages = tuple(
+        Stage(label, FixedAtRelay(answer, label), mode, "open")
+        for label, answer, mode in (
+            ("watching", Rewrite("would strip", verb="strip"), "monitor"),
+            ("sdes", strip, "enforce"),
+            ("later", CONTINUE, "enforce"),
+        )
+    )
+    Fixed.calls.clear()
+    decision = Pipeline(stages, sink.state, sink).run_relay(REQUEST, HOP)
+    assert Fixed.calls == ["watching", "sdes", "later"]
+    assert decision.verdict is None and decision.rewrites == (strip,)
+    assert [(e["module"], e["action"], e["mode"]) for e in events(sink)] == [
+        ("watching", "strip", "monitor"),
+        ("sdes", "strip", "enforce"),
+    ]

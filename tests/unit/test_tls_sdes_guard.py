@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from sipshield.hop import Hop
 from sipshield.message import RawSipMessage
 from sipshield.policy import parse_policy
 from sipshield.sdes_guard import (
     SdesGuard,
-    find_config,
     has_sdes,
     plain_hop_outcome,
     strip_sdes,
 )
-from sipshield.verdict import CONTINUE, Reject
+from sipshield.tls_policy import TlsPolicy
+from sipshield.verdict import CONTINUE, Reject, Rewrite
 
 CRYPTO = b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
 FINGERPRINT = b"a=fingerprint:sha-256 " + b":".join([b"AB"] * 32)
@@ -109,8 +110,62 @@ def test_bodies_that_are_not_sdp_are_not_read():
     assert guard().check(invite(CRYPTO, content_type="text/plain"), None) is CONTINUE
 
 
-def test_router_finds_the_settings_unless_off():
-    base = "domain: x\npeers:\n  pbx: {address: 10.0.0.2:5060}\nmodules:\n"
-    assert find_config(parse_policy(base + "  - {name: sdes_guard}\n")).on_plain_hop == "reject"
-    assert find_config(parse_policy(base + "  - {name: sdes_guard, mode: 'off'}\n")) is None
-    assert find_config(parse_policy(base.replace("modules:\n", ""))) is None
+def _leaving(tls: bool, from_pbx: bool = True, anchored: str | None = None) -> Hop:
+    uri = "sip:192.0.2.9:5061;transport=tls" if tls else "sip:192.0.2.9:5060;transport=udp"
+    return Hop(next_hop=uri, ruri="sip:bob@example.net", tls=tls, from_pbx=from_pbx,
+               anchored=anchored)  # fmt: skip
+
+
+def test_sdes_from_the_pbx_may_leave_over_tls_only():
+    from_pbx = invite(sdp([CRYPTO]), src_ip="10.0.0.2")
+    assert guard().check_relay(from_pbx, _leaving(tls=True), None) is CONTINUE
+    refused = guard().check_relay(from_pbx, _leaving(tls=False), None)
+    assert isinstance(refused, Reject) and refused.code == 488
+    assert refused.reason == (
+        "SDES keys (a=crypto) in SDP would leave over a plain hop to "
+        "sip:192.0.2.9:5060;transport=udp"
+    )
+
+
+def test_the_anchored_sdp_is_what_is_judged_when_it_leaves():
+    # rtpengine's SDP replaces the PBX's: a key in the PBX's no longer matters.
+    from_pbx = invite(sdp([CRYPTO]), src_ip="10.0.0.2")
+    anchored = sdp([b"a=rtpmap:0 PCMU/8000"]).decode()
+    assert guard().check_relay(from_pbx, _leaving(False, anchored=anchored), None) is CONTINUE
+    keyed = sdp([CRYPTO]).decode()
+    assert isinstance(guard().check_relay(from_pbx, _leaving(False, anchored=keyed), None), Reject)
+
+
+def test_strip_is_a_rewrite_of_the_located_sdp_where_dtls_is_offered():
+    body = sdp([CRYPTO, FINGERPRINT])
+    rewrite = guard("strip").check_relay(invite(body), _leaving(False, from_pbx=False), None)
+    assert isinstance(rewrite, Rewrite) and rewrite.action == "strip"
+    assert rewrite.sdp == body.replace(CRYPTO + b"\r\n", b"").decode()
+    assert rewrite.part.sdp == body
+    assert rewrite.reason == (
+        "SDES keys (a=crypto) in SDP arrived over udp; stripped, DTLS-SRTP offered"
+    )
+
+
+def test_a_refusal_on_arrival_is_the_request_phases_not_the_relay_phases():
+    # check() answered it 488 already; the relay phase must not report it twice.
+    arrived = invite(sdp([CRYPTO]))
+    assert guard().check_relay(arrived, _leaving(False, from_pbx=False), None) is CONTINUE
+
+
+def test_a_sips_request_uri_leaves_only_over_tls():
+    policy = parse_policy(
+        "domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n"
+        "modules:\n  - {name: tls_policy}\n"
+    )
+    module = TlsPolicy(policy.modules[0])
+    module.bind(policy)
+    request = invite(b"")
+    sips = Hop("sip:192.0.2.9:5060;transport=udp", "sips:bob@example.net", False, True)
+    refused = module.check_relay(request, sips, None)
+    assert isinstance(refused, Reject) and (refused.code, refused.phrase) == (
+        403,
+        "SIPS Needs TLS Hop",
+    )
+    over_tls = Hop("sip:192.0.2.9:5061;transport=tls", "sips:bob@example.net", True, True)
+    assert module.check_relay(request, over_tls, None) is CONTINUE
