@@ -54,7 +54,6 @@ from sipshield.policy_types import Network, PolicyError
 from sipshield.verdict import CONTINUE, Drop, Outcome, Reject
 
 if TYPE_CHECKING:
-    from sipshield.policy import Policy
     from sipshield.state import SharedState
 
 log = logging.getLogger("sipshield.dialog_guard")
@@ -161,13 +160,6 @@ class DialogGuard(SecurityModule):
         self.keys = load_key_ring(config)
         self.methods = frozenset(method.upper() for method in config.methods)
         self.media_networks = [ipaddress.ip_network(n) for n in config.media_networks]
-        # A trunk's host, as a callee token binds it, for each of its source networks.
-        self.trunk_hosts: list[tuple[Any, str]] = []
-
-    def bind(self, policy: Policy) -> None:
-        for trunk in policy.peers.trunks:
-            host = trunk.target.rpartition(":")[0]
-            self.trunk_hosts += [(ipaddress.ip_network(net), host) for net in trunk.sources]
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
         if msg.method not in self.methods:
@@ -236,7 +228,7 @@ class DialogGuard(SecurityModule):
         if token.transport != msg.transport:
             problem = f"{what}: token binds {token.transport}, request came over {msg.transport}"
             return problem, "", ""
-        for host in self._bound_hosts(msg.src_ip, token.role):
+        for host in self._bound_hosts(msg, token.role):
             binding = Binding(
                 msg.call_id, dialog_tag, token.role, token.transport, host, token.port
             )
@@ -267,12 +259,12 @@ class DialogGuard(SecurityModule):
             f"the {side}'s {last} (a replay)"
         )
 
-    def _bound_hosts(self, src_ip: str, role: str) -> list[str]:
-        hosts = [src_ip]
-        if role == CALLEE and self.trunk_hosts:
-            address = ipaddress.ip_address(src_ip)
-            hosts += [host for net, host in self.trunk_hosts if address in net]
-        return hosts
+    def _bound_hosts(self, msg: SipRequest, role: str) -> list[str]:
+        # A callee token binds the next hop the INVITE went to: for a trunk,
+        # its target, while the trunk answers from any of its sources.
+        if role == CALLEE and msg.trunk is not None:
+            return [msg.src_ip, msg.trunk.host]
+        return [msg.src_ip]
 
     def _port_problem(self, msg: SipRequest, bound_port: int, what: str) -> str | None:
         if msg.transport != "udp" or msg.src_port == bound_port:
@@ -301,14 +293,6 @@ def load_key_ring(config: DialogGuardConfig) -> KeyRing:
         raise PolicyError(config.key_file, [f"dialog_guard.key_file: {exc}"]) from None
 
 
-def find_config(policy: Policy) -> DialogGuardConfig | None:
-    """The policy's dialog_guard settings, or None when the module is absent or off."""
-    for entry in policy.modules:
-        if isinstance(entry, DialogGuardConfig) and entry.mode != "off":
-            return entry
-    return None
-
-
 class DialogTokens:
     """Puts the token into the Record-Route of dialog-forming requests.
 
@@ -319,11 +303,6 @@ class DialogTokens:
 
     def __init__(self, keys: KeyRing) -> None:
         self.keys = keys
-
-    @classmethod
-    def from_policy(cls, policy: Policy) -> DialogTokens | None:
-        config = find_config(policy)
-        return None if config is None else cls(load_key_ring(config))
 
     def record_route_params(
         self,

@@ -32,6 +32,7 @@ from sipshield.ksr_message import read_pv
 from sipshield.media import MEDIA_METHODS, OUT_LEG_PARAM, AnchoredSdp, Leg, MediaAnchor
 from sipshield.message import SipRequest
 from sipshield.policy import Policy, PolicyError
+from sipshield.site import Site
 from sipshield.tls_policy import next_hop_is_tls
 
 log = logging.getLogger("sipshield.edge")
@@ -53,10 +54,6 @@ KEEPALIVE_METHODS = ("REGISTER", "SUBSCRIBE")
 CONTACT_HOST = "$(ct{nameaddr.uri}{uri.host})"
 
 
-def _sip_uri(host_port: str, transport: str) -> str:
-    return f"sip:{host_port};transport={transport}"
-
-
 # The relay phase: judge a request about to leave over a hop, and apply the
 # decision; True when it was stopped (answered or dropped).
 ScreenRelay = Callable[[SipRequest, Hop], bool]
@@ -76,17 +73,19 @@ class EdgeRouter:
     def __init__(
         self,
         policy: Policy,
+        site: Site,
         ksr: Any,
         screen_relay: ScreenRelay | None = None,
         media: MediaAnchor | None = None,
+        tokens: DialogTokens | None = None,
     ) -> None:
         self.ksr = ksr
         # None when no module judges the relay phase: no hop to describe.
         self.screen_relay = screen_relay
         # Media anchoring in rtpengine (sipshield.media), when the policy has media.
         self.media = media
-        # Signed dialog tokens in our Record-Route (dialog_guard), when enabled.
-        self.tokens = DialogTokens.from_policy(policy)
+        # Signed dialog tokens in our Record-Route (dialog_guard's keys), when enabled.
+        self.tokens = tokens
         # Keepalive OPTIONS to users behind NAT, sent by Kamailio's nat_traversal
         # (loaded by the reference kamailio.cfg; KSR has it only when loaded).
         self.nat_keepalive = hasattr(ksr, "nat_traversal")
@@ -94,7 +93,7 @@ class EdgeRouter:
             log.warning(
                 "nat_traversal is not loaded: users registered from behind NAT get no keepalive"
             )
-        self.domain = policy.domain.lower()
+        self.site = site
         self.record_route_address = policy.record_route_address
         if self.record_route_address and ksr.is_myself(f"sip:{self.record_route_address}") <= 0:
             raise PolicyError(
@@ -104,14 +103,10 @@ class EdgeRouter:
                     "this node; alias it in kamailio.cfg (define CLUSTER_ADDRESS)"
                 ],
             )
-        pbx = policy.peers.pbx
-        host, _, port = pbx.address.rpartition(":")
-        self.pbx_source = (host, int(port))
-        self.pbx_uri = _sip_uri(pbx.address, pbx.transport)
         self.trunk_by_domain = {
-            domain.lower(): _sip_uri(trunk.target, trunk.transport)
-            for trunk in policy.peers.trunks
-            for domain in trunk.domains
+            domain.lower(): f"sip:{trunk.config.target};transport={trunk.config.transport}"
+            for trunk in site.trunks
+            for domain in trunk.config.domains
         }
 
     def route(self, msg: SipRequest) -> None:
@@ -143,7 +138,7 @@ class EdgeRouter:
             return
         if k.tm.t_check_trans() == 0:
             return
-        if (msg.src_ip, msg.src_port) == self.pbx_source:
+        if msg.from_pbx:
             self._route_from_pbx(msg)
         else:
             self._route_from_outside(msg)
@@ -151,7 +146,7 @@ class EdgeRouter:
     def _route_in_dialog(self, msg: SipRequest) -> None:
         k = self.ksr
         if k.rr.loose_route() > 0:
-            if not self._is_from_pbx(msg):
+            if not msg.from_pbx:
                 self._mark_nated_contact(NAT_TEST_REQUEST)
                 # A refreshed subscription extends its keepalive.
                 self._keep_reachable(msg)
@@ -162,7 +157,7 @@ class EdgeRouter:
                 k.nathelper.handle_ruri_alias()
                 if not read_pv(k.pv, "$du") and self._in_own_domain("$rd"):
                     # Our own domain never goes to DNS: its registrar is the PBX.
-                    k.setdsturi(self.pbx_uri)
+                    k.setdsturi(self.site.pbx_uri)
             self._relay(msg)
         elif msg.method == "ACK":
             if k.tm.t_check_trans() > 0:
@@ -183,7 +178,7 @@ class EdgeRouter:
             self._record_route()
             if self.tokens is not None:
                 self.tokens.sign_leg(k, msg, towards_outside=False)
-        k.setdsturi(self.pbx_uri)
+        k.setdsturi(self.site.pbx_uri)
         self._relay(msg)
 
     def _route_from_pbx(self, msg: SipRequest) -> None:
@@ -207,9 +202,6 @@ class EdgeRouter:
         self._sign_towards_outside(msg)
         self._relay(msg)
 
-    def _is_from_pbx(self, msg: SipRequest) -> bool:
-        return (msg.src_ip, msg.src_port) == self.pbx_source
-
     def _mark_nated_contact(self, test: int) -> None:
         """A party behind NAT gets ``;alias=source`` on its Contact, for handle_ruri_alias.
 
@@ -225,7 +217,7 @@ class EdgeRouter:
             k.nathelper.add_contact_alias()
 
     def _in_own_domain(self, host_spec: str) -> bool:
-        return (read_pv(self.ksr.pv, host_spec) or "").lower() == self.domain
+        return (read_pv(self.ksr.pv, host_spec) or "").lower() == self.site.domain
 
     def _keep_reachable(self, msg: SipRequest) -> None:
         """Keep a UDP user behind NAT reachable while its registration or subscription lasts.
@@ -246,9 +238,9 @@ class EdgeRouter:
     def on_reply(self) -> None:
         """Every reply (Kamailio's core reply route): a callee behind NAT keeps reachable."""
         k = self.ksr
-        source = (read_pv(k.pv, "$si") or "", int(k.pv.get("$sp") or 0))
+        from_pbx = self.site.is_pbx(read_pv(k.pv, "$si") or "", int(k.pv.get("$sp") or 0))
         status = int(k.pv.get("$rs") or 0)
-        if source != self.pbx_source and 100 < status < 300:
+        if not from_pbx and 100 < status < 300:
             self._mark_nated_contact(NAT_TEST_REPLY)
 
     def _record_route(self) -> None:
@@ -295,19 +287,17 @@ class EdgeRouter:
         pv = self.ksr.pv
         ruri = read_pv(pv, "$ru") or ""
         next_hop = read_pv(pv, "$du") or ruri
-        from_pbx = self._is_from_pbx(msg)
         return Hop(
             next_hop=next_hop,
             ruri=ruri,
             tls=next_hop_is_tls(next_hop),
-            from_pbx=from_pbx,
             anchored=anchored.sdp if anchored is not None else None,
             invite_source=invite_source,
         )
 
     def _media_leg(self, msg: SipRequest) -> Leg:
         k = self.ksr
-        from_pbx = (msg.src_ip, msg.src_port) == self.pbx_source
+        from_pbx = msg.from_pbx
         # In dialog, our Record-Route (now the consumed Route) says which crossing.
         out_leg = k.rr.check_route_param(OUT_LEG_PARAM) > 0 if msg.in_dialog else from_pbx
         next_hop = (read_pv(k.pv, "$nh(d)") or "", (read_pv(k.pv, "$nh(P)") or "").lower())

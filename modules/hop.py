@@ -19,7 +19,6 @@ class Hop:
     next_hop: str  # the URI the request is sent to ($du, else the Request-URI)
     ruri: str
     tls: bool  # the hop it leaves on is TLS
-    from_pbx: bool  # it came from the inside PBX (it leaves towards outside)
     # What rtpengine made of the request's SDP (None when the media is not
     # anchored): it is what leaves in place of the request's own.
     anchored: str | None = None

@@ -22,7 +22,7 @@ from sipshield.verdict import CONTINUE, Accept, Drop, Outcome, Reject
 
 if TYPE_CHECKING:
     from sipshield.message import SipRequest
-    from sipshield.policy import Policy
+    from sipshield.site import Site, TrunkSite
     from sipshield.state import SharedState
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -61,15 +61,12 @@ class IpControls(SecurityModule):
         self.settings = config
         self.allow = _networks(config.allow)
         self.deny = _networks(config.deny)
-        self.trunks: tuple[tuple[str, str, tuple[IPNetwork, ...]], ...] = ()
-        self.trunk_domains: dict[str, tuple[str, tuple[IPNetwork, ...]]] = {}
+        self.trunk_domains: dict[str, TrunkSite] = {}
 
-    def bind(self, policy: Policy) -> None:
-        for trunk in policy.peers.trunks:
-            sources = _networks(trunk.sources)
-            self.trunks += ((trunk.name, trunk.transport, sources),)
-            for domain in trunk.domains:
-                self.trunk_domains[domain.lower()] = (trunk.name, sources)
+    def bind(self, site: Site) -> None:
+        for trunk in site.trunks:
+            for domain in trunk.config.domains:
+                self.trunk_domains[domain.lower()] = trunk
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
         try:
@@ -81,17 +78,18 @@ class IpControls(SecurityModule):
         if _contains(self.deny, address):
             reason = f"{msg.src_ip} is on the deny list"
             return Drop(reason) if self.settings.deny_response == "drop" else Reject(reason)
-        for name, transport, sources in self.trunks:
-            if _contains(sources, address) and msg.transport != transport:
-                return Reject(
-                    f"trunk {name} must use {transport}, {msg.src_ip} used {msg.transport}",
-                    code=403,
-                )
+        trunk = msg.trunk
+        if trunk is not None and msg.transport != trunk.config.transport:
+            return Reject(
+                f"trunk {trunk.name} must use {trunk.config.transport}, "
+                f"{msg.src_ip} used {msg.transport}",
+                code=403,
+            )
         if self.trunk_domains:
             claimed = self.trunk_domains.get(_domain_of(msg.header("from") or ""))
-            if claimed and not _contains(claimed[1], address):
+            if claimed and not _contains(claimed.networks, address):
                 return Reject(
-                    f"From claims trunk {claimed[0]} but {msg.src_ip} is not one of its sources",
+                    f"From claims trunk {claimed.name} but {msg.src_ip} is not one of its sources",
                     code=403,
                 )
         return CONTINUE

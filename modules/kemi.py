@@ -14,7 +14,7 @@ from typing import Any
 
 from sipshield import remediation
 from sipshield.cert_names import pem_certificates
-from sipshield.dialog_guard import DIALOG_FORMING
+from sipshield.dialog_guard import DIALOG_FORMING, DialogGuard, DialogTokens
 from sipshield.dialog_tokens import BRANCH_PARAM
 from sipshield.edge_routing import EdgeRouter
 from sipshield.events import Event, EventSink
@@ -26,6 +26,7 @@ from sipshield.message import SipRequest
 from sipshield.pipeline import Pipeline
 from sipshield.policy import Policy, PolicyError, load_policy, never_banned
 from sipshield.reply import ReplyFacts, RoutedRequest
+from sipshield.site import Site
 from sipshield.state import SharedState
 from sipshield.tls_policy import OutboundTlsCheck
 from sipshield.verdict import PASS, Decision
@@ -88,24 +89,37 @@ class KemiHandler:
         self.ksr = ksr
         self.state = SharedState(policy.redis, bans=policy.bans, never_ban=never_banned(policy))
         self.events = EventSink(policy.events, self.state, policy.node)
-        self.pipeline = Pipeline.build(policy, self.state, self.events, source)
-        pbx = policy.peers.pbx
-        # Requests from the inside PBX skip the modules unless the policy says inspect.
-        self.trusted_pbx = (
-            None
-            if pbx.inspect
-            else (pbx.address.rpartition(":")[0], int(pbx.address.rpartition(":")[2]))
-        )
+        # Who is who (the PBX, the trunks): worked out once, carried by every view.
+        self.site = Site.from_policy(policy)
+        self.pipeline = Pipeline.build(policy, self.state, self.events, source, self.site)
         self.media = (
             None
             if policy.media is None
-            else MediaAnchor(policy.media, policy, ksr, self.events, ONREPLY_ROUTE, FAILURE_ROUTE)
+            else MediaAnchor(
+                policy.media, self.site, ksr, self.events, ONREPLY_ROUTE, FAILURE_ROUTE
+            )
         )
         relay_checked = bool(self.pipeline.relay_stages)
+        guard = self.pipeline.module("dialog_guard")
+        # One key ring: the router signs with the keys dialog_guard verifies with.
+        self.tokens = DialogTokens(guard.keys) if isinstance(guard, DialogGuard) else None
         self.router = EdgeRouter(
-            policy, ksr, self.screen_relay if relay_checked else None, self.media
+            policy,
+            self.site,
+            ksr,
+            self.screen_relay if relay_checked else None,
+            self.media,
+            self.tokens,
         )
         self.outbound_tls = OutboundTlsCheck(policy)
+
+    def view(self) -> KsrMessage:
+        """The current request, as the modules read it."""
+        return KsrMessage(self.ksr, self.site)
+
+    def trusts(self, view: SipRequest) -> bool:
+        """Requests from the inside PBX skip the request phase unless the policy says inspect."""
+        return view.from_pbx and not self.site.pbx_inspect
 
     def child_init(self, rank: int) -> int:
         # Each worker needs its own Redis connection and file descriptor.
@@ -128,8 +142,8 @@ class KemiHandler:
         """
         try:
             self.events.flush_pending()
-            view = view or KsrMessage(self.ksr)
-            if (view.src_ip, view.src_port) == self.trusted_pbx:
+            view = view or self.view()
+            if self.trusts(view):
                 return Screening(blocked=False)
             decision = self.pipeline.run(view)
             if remediation.apply(decision, self.ksr):
@@ -172,11 +186,11 @@ class KemiHandler:
         record-routes each dialog once, so the same entry also needs the
         callee's token: :meth:`on_branch` adds it per branch.
         """
-        tokens = self.router.tokens
+        tokens = self.tokens
         if tokens is None:
             return
         try:
-            view = KsrMessage(self.ksr)
+            view = self.view()
             if not view.in_dialog:
                 tokens.sign_leg(self.ksr, view, towards_outside=False)
         except Exception:
@@ -189,18 +203,18 @@ class KemiHandler:
         is the callee: its token goes into the same Record-Route entry as the
         caller's (:data:`sipshield.dialog_tokens.BRANCH_PARAM`).
         """
-        tokens = self.router.tokens
+        tokens = self.tokens
         if tokens is None:
             return
         try:
-            view = KsrMessage(self.ksr)
+            view = self.view()
             if not view.in_dialog and view.method in DIALOG_FORMING:
                 tokens.sign_leg(self.ksr, view, towards_outside=True, param=BRANCH_PARAM)
         except Exception:
             log.exception("sipshield core error while signing the callee leg")
 
     def ksr_request_route(self, msg: Any) -> int:
-        view = KsrMessage(self.ksr)
+        view = self.view()
         if not self.protect(view):
             self.router.route(view)
         return 1
@@ -244,10 +258,10 @@ class KemiHandler:
         # Cleared first: the reply to a request sipshield rejects is its own
         # verdict, not a failure for the observing modules to count.
         self.routed = None
-        view = KsrMessage(self.ksr)
+        view = self.view()
         if self.screen(view, arm_reply_route=False).blocked:
             return ROUTE_BLOCKED
-        if self.pipeline.observes_replies and (view.src_ip, view.src_port) != self.trusted_pbx:
+        if self.pipeline.observes_replies and not self.trusts(view):
             try:
                 self.routed = RoutedRequest.from_view(view)
             except Exception:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sipshield.cert_names import pem_certificates
 from sipshield.sdp_body import BodyProblem, SdpPart, find_sdp
+from sipshield.site import Site, TrunkSite
 
 # KSR hands strings to Python as UTF-8, so a value that is not (a binary
 # SIP-I body, a Latin-1 display name) is fetched base64-encoded instead; a
@@ -50,9 +51,10 @@ def read_pv(pv: Any, spec: str) -> str | None:
 class KsrMessage:
     """A request as Kamailio parsed it; ``ksr`` is the ``KSR`` module object."""
 
-    def __init__(self, ksr: Any) -> None:
+    def __init__(self, ksr: Any, site: Site | None = None) -> None:
         self._ksr = ksr
         self._pv = ksr.pv
+        self._site = site
 
     def _text(self, spec: str) -> str | None:
         return read_pv(self._pv, spec)
@@ -145,6 +147,14 @@ class KsrMessage:
     @cached_property
     def sdp(self) -> SdpPart | BodyProblem | None:
         return find_sdp(self.header("content-type"), self.body)
+
+    @cached_property
+    def from_pbx(self) -> bool:
+        return self._site is not None and self._site.is_pbx(self.src_ip, self.src_port)
+
+    @cached_property
+    def trunk(self) -> TrunkSite | None:
+        return None if self._site is None else self._site.trunk_of(self.src_ip)
 
     @cached_property
     def acks_failed_invite(self) -> bool:

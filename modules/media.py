@@ -24,7 +24,6 @@ the second crossing carries ``sml=o`` so in-dialog requests find their leg.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,10 +47,11 @@ from sipshield.media_policy import (
 from sipshield.message import branch_of
 from sipshield.rtpengine import NgError, RtpengineClient
 from sipshield.sdp_body import BAD_REQUEST, BodyProblem, SdpPart, find_sdp
+from sipshield.site import split_host_port
 
 if TYPE_CHECKING:
     from sipshield.message import SipRequest
-    from sipshield.policy import Policy
+    from sipshield.site import Site
 
 log = logging.getLogger("sipshield.media")
 
@@ -129,7 +129,7 @@ class MediaAnchor:
     def __init__(
         self,
         settings: MediaSettings,
-        policy: Policy,
+        site: Site,
         ksr: Any,
         events: EventSink | None,
         reply_route: str,
@@ -140,14 +140,7 @@ class MediaAnchor:
         self.events = events
         self.reply_route = reply_route
         self.failure_route = failure_route
-        self.trunks = [
-            (
-                f"trunk:{t.name}",
-                [ipaddress.ip_network(n) for n in t.sources],
-                t.target.rpartition(":")[0],
-            )
-            for t in policy.peers.trunks
-        ]
+        self.site = site
         self.inside = Side(settings.pbx, outside=False, tls=False)
         self.client: RtpengineClient | None = None
 
@@ -157,7 +150,7 @@ class MediaAnchor:
             self.client.close()
         ng = self.settings.rtpengine
         self.client = RtpengineClient(
-            [(a.rpartition(":")[0].strip("[]"), int(a.rpartition(":")[2])) for a in ng.ng],
+            [split_host_port(address) for address in ng.ng],
             timeout=ng.timeout_ms / 1000,
             retries=ng.retries,
             dead_retry_interval=ng.dead_retry_s,
@@ -171,16 +164,10 @@ class MediaAnchor:
 
     # --- legs ---------------------------------------------------------------------
 
-    def classify(self, ip: str) -> str:
+    def classify(self, host: str) -> str:
         """The peer class of an outside address: the trunk it belongs to, else users."""
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            address = None
-        for name, sources, target in self.trunks:
-            if ip == target or (address is not None and any(address in n for n in sources)):
-                return name
-        return "users"
+        trunk = self.site.trunk_at(host)
+        return "users" if trunk is None else f"trunk:{trunk.name}"
 
     def leg(self, msg: SipRequest, from_pbx: bool, out_leg: bool, next_hop: tuple[str, str]) -> Leg:
         """The leg of a request; ``out_leg`` when it belongs to the PBX -> outside crossing,

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from sipshield.sdp_body import BodyProblem, SdpPart, find_sdp
 from sipshield.sip_syntax import SipSyntaxError, closing_quote
+from sipshield.site import Site, TrunkSite
 
 # RFC 3261 section 7.3.3 and the IANA registry: compact header names.
 COMPACT_HEADERS: dict[str, str] = {
@@ -156,6 +157,17 @@ class SipRequest(Protocol):
         """The body's SDP, located once (single or in a multipart body); a problem; or None."""
         ...
 
+    # Who sent it, as the site knows its peers (sipshield.site).
+    @property
+    def from_pbx(self) -> bool:
+        """True when it comes from the inside PBX (its address and port)."""
+        ...
+
+    @property
+    def trunk(self) -> TrunkSite | None:
+        """The trunk whose source networks hold its source address, or None."""
+        ...
+
     @property
     def acks_failed_invite(self) -> bool:
         """True for the ACK of a negative final reply to an INVITE this node relayed.
@@ -188,6 +200,8 @@ class RawSipMessage:
     tls_peer_certificate: bytes = b""
     # Only the transaction layer knows; a parsed message is told.
     acks_failed_invite: bool = False
+    # Who is who (the PBX, the trunks); without one, the sender is a remote user.
+    site: Site | None = None
     method: str = field(init=False)
     ruri: str = field(init=False)
     version: str = field(init=False)
@@ -260,3 +274,11 @@ class RawSipMessage:
     @cached_property
     def sdp(self) -> SdpPart | BodyProblem | None:
         return find_sdp(self.header("content-type"), self.body)
+
+    @property
+    def from_pbx(self) -> bool:
+        return self.site is not None and self.site.is_pbx(self.src_ip, self.src_port)
+
+    @property
+    def trunk(self) -> TrunkSite | None:
+        return None if self.site is None else self.site.trunk_of(self.src_ip)

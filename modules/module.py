@@ -21,8 +21,8 @@ from sipshield.verdict import CONTINUE
 if TYPE_CHECKING:
     from sipshield.hop import Hop
     from sipshield.message import SipRequest
-    from sipshield.policy import Policy
     from sipshield.reply import ReplyFacts
+    from sipshield.site import Site
     from sipshield.state import SharedState
     from sipshield.verdict import Ban, Outcome
 
@@ -74,8 +74,8 @@ class SecurityModule(ABC):
         """
         return CONTINUE
 
-    def bind(self, policy: Policy) -> None:  # noqa: B027 - optional hook, empty by default
-        """Read what the module needs from the whole policy (peers, trunks); once, at build."""
+    def bind(self, site: Site) -> None:  # noqa: B027 - optional hook, empty by default
+        """Take what the module needs of the site (domain, PBX, trunks, TLS); once, at build."""
 
     def observe_reply(self, reply: ReplyFacts, state: SharedState) -> Ban | None:
         """Look at a final reply to an initial request from outside; maybe ask for a ban.

@@ -30,6 +30,7 @@ from sipshield.module import FailureMode, Mode, ModuleConfig, ModuleDisabled, Se
 from sipshield.policy import PluginConfig, Policy, PolicyError
 from sipshield.registry import BUILTIN_MODULES
 from sipshield.reply import ReplyFacts
+from sipshield.site import Site
 from sipshield.state import SharedState, StateUnavailable
 from sipshield.verdict import (
     CONTINUE,
@@ -96,9 +97,15 @@ class Pipeline:
 
     @classmethod
     def build(
-        cls, policy: Policy, state: SharedState, events: EventSink, source: str = "<policy>"
+        cls,
+        policy: Policy,
+        state: SharedState,
+        events: EventSink,
+        source: str = "<policy>",
+        site: Site | None = None,
     ) -> Pipeline:
         stages: list[Stage] = []
+        site = site or Site.from_policy(policy)
         for index, entry in enumerate(policy.modules):
             if entry.mode == "off":
                 log.info("module %s is off", entry.name)
@@ -113,7 +120,7 @@ class Pipeline:
             except ModuleDisabled as why:
                 log.warning("module %s switched itself off: %s", entry.name, why)
                 continue
-            module.bind(policy)
+            module.bind(site)
             config: ModuleConfig = module.config
             stages.append(
                 Stage(name, module, config.mode, config.on_error or policy.on_module_error)
@@ -134,6 +141,10 @@ class Pipeline:
         return self._chain(
             msg, self.relay_stages, lambda module: module.check_relay(msg, hop, self.state)
         )
+
+    def module(self, name: str) -> SecurityModule | None:
+        """The module of the stage called ``name`` (on, in either mode), or None."""
+        return next((stage.module for stage in self.stages if stage.name == name), None)
 
     @property
     def relay_stages(self) -> tuple[Stage, ...]:

@@ -21,9 +21,8 @@ another.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
 from pydantic import Field, field_validator
@@ -34,7 +33,7 @@ from sipshield.verdict import CONTINUE, Outcome, Reject
 
 if TYPE_CHECKING:
     from sipshield.message import SipRequest
-    from sipshield.policy import Policy
+    from sipshield.site import Site
     from sipshield.state import SharedState
 
 # International and premium-rate prefixes in tel: or sip: user parts.
@@ -77,21 +76,15 @@ class ReferPolicy(SecurityModule):
         self.allow = [re.compile(p, re.IGNORECASE) for p in config.allow]
         self.deny = [re.compile(p, re.IGNORECASE) for p in config.deny]
         self.domain = ""
-        self.trunk_networks: list[tuple[Any, str]] = []
 
-    def bind(self, policy: Policy) -> None:
-        self.domain = policy.domain.lower()
-        for trunk in policy.peers.trunks:
-            self.trunk_networks += [(ipaddress.ip_network(n), trunk.name) for n in trunk.sources]
+    def bind(self, site: Site) -> None:
+        self.domain = site.domain
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
         if msg.method != "REFER":
             return CONTINUE
-        if not self.settings.trunks_may_refer and self.trunk_networks:
-            address = ipaddress.ip_address(msg.src_ip)
-            trunk = next((name for net, name in self.trunk_networks if address in net), None)
-            if trunk is not None:
-                return Reject(f"REFER from trunk {trunk} (trunks_may_refer: false)", code=403)
+        if not self.settings.trunks_may_refer and msg.trunk is not None:
+            return Reject(f"REFER from trunk {msg.trunk.name} (trunks_may_refer: false)", code=403)
         values = [v for h in msg.header_values("refer-to") for v in _header_values(h)]
         if len(values) > 1:
             return Reject(f"REFER with {len(values)} Refer-To targets (RFC 3515: one)", code=400)

@@ -30,7 +30,6 @@ from sipshield.verdict import CONTINUE, Outcome, Reject, Rewrite
 if TYPE_CHECKING:
     from sipshield.hop import Hop
     from sipshield.message import SipRequest
-    from sipshield.policy import Policy
     from sipshield.state import SharedState
 
 _CRYPTO = re.compile(rb"^a=crypto:", re.MULTILINE | re.IGNORECASE)
@@ -103,14 +102,9 @@ class SdesGuard(SecurityModule):
     def __init__(self, config: SdesGuardConfig) -> None:
         super().__init__(config)
         self.settings = config
-        self.pbx: tuple[str, int] | None = None
-
-    def bind(self, policy: Policy) -> None:
-        host, _, port = policy.peers.pbx.address.rpartition(":")
-        self.pbx = (host, int(port))
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
-        if msg.transport == "tls" or (msg.src_ip, msg.src_port) == self.pbx:
+        if msg.transport == "tls" or msg.from_pbx:
             return CONTINUE
         body = sdp_body(msg)
         if not body:
@@ -127,24 +121,24 @@ class SdesGuard(SecurityModule):
     def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
         if msg.method in ("ACK", "CANCEL"):
             return CONTINUE  # ACK cannot be answered; CANCEL follows its INVITE
-        plain = not hop.tls if hop.from_pbx else msg.transport != "tls"
+        plain = not hop.tls if msg.from_pbx else msg.transport != "tls"
         if not plain:
             return CONTINUE
         if hop.anchored is not None:
             # What leaves is rtpengine's SDP; towards the PBX (the inside hop)
             # the media policy never puts SDES in it.
-            body = hop.anchored.encode() if hop.from_pbx else b""
+            body = hop.anchored.encode() if msg.from_pbx else b""
         else:
             body = sdp_body(msg)
         if not body:
             return CONTINUE
         action, stripped = plain_hop_outcome(self.settings.on_plain_hop, body)
-        if action == "pass" or (action == "reject" and not hop.from_pbx):
+        if action == "pass" or (action == "reject" and not msg.from_pbx):
             # The arrival hop's refusal was check()'s, in the request phase.
             return CONTINUE
         why = "SDES keys (a=crypto) in SDP " + (
             f"would leave over a plain hop to {hop.next_hop}"
-            if hop.from_pbx
+            if msg.from_pbx
             else f"arrived over {msg.transport}"
         )
         if action == "strip" and hop.anchored is None and isinstance(msg.sdp, SdpPart):

@@ -26,11 +26,10 @@ request, used by the router before it relays.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     from sipshield.hop import Hop
     from sipshield.message import SipRequest
     from sipshield.policy import Policy, Trunk
+    from sipshield.site import Site
     from sipshield.state import SharedState
 
 log = logging.getLogger("sipshield.tls_policy")
@@ -122,10 +122,9 @@ def _certificate_names(der: bytes) -> CertificateNames | None:
         return None
 
 
-def _load_issuers(trunk: Trunk, policy: Policy, index: int) -> frozenset[NormalizedName]:
-
+def _load_issuers(trunk: Trunk, site: Site, index: int) -> frozenset[NormalizedName]:
     assert trunk.mtls is not None
-    path = trunk.mtls.ca or policy.tls.ca_list
+    path = trunk.mtls.ca or site.ca_list
     field = f"peers.trunks[{index}].mtls.ca" if trunk.mtls.ca else "tls.ca_list"
     try:
         return read_ca_subjects(Path(path))  # type: ignore[arg-type]
@@ -144,32 +143,18 @@ class TlsPolicy(SecurityModule):
         super().__init__(config)
         self.realms = {realm.lower() for realm in config.require_tls_realms}
         self.domains = {domain.lower() for domain in config.require_tls_domains}
-        self.pbx: tuple[str, int] | None = None
         self.tls13_only = False
-        self.trunks: list[tuple[list[Any], Trunk, frozenset[NormalizedName]]] = []
+        # The CAs that may issue each mTLS trunk's certificate, by trunk name.
+        self.issuers: dict[str, frozenset[NormalizedName]] = {}
 
-    def bind(self, policy: Policy) -> None:
-        """Trunks, the PBX and the TLS settings come from the whole policy."""
-        host, _, port = policy.peers.pbx.address.rpartition(":")
-        self.pbx = (host, int(port))
-        self.tls13_only = policy.tls.min_version == "1.3"
-        for index, trunk in enumerate(policy.peers.trunks):
-            issuers = _load_issuers(trunk, policy, index) if trunk.mtls else frozenset()
-            networks = [ipaddress.ip_network(source) for source in trunk.sources]
-            self.trunks.append((networks, trunk, issuers))
-
-    def _trunk_of(self, ip: str) -> tuple[Trunk, frozenset[NormalizedName]] | None:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return None
-        for networks, trunk, issuers in self.trunks:
-            if any(address in network for network in networks):
-                return trunk, issuers
-        return None
+    def bind(self, site: Site) -> None:
+        self.tls13_only = site.tls_min_version == "1.3"
+        for index, trunk in enumerate(site.trunks):
+            if trunk.config.mtls:
+                self.issuers[trunk.name] = _load_issuers(trunk.config, site, index)
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
-        if (msg.src_ip, msg.src_port) == self.pbx:
+        if msg.from_pbx:
             return CONTINUE
         transport = msg.transport
         over_tls = transport == "tls"
@@ -177,9 +162,9 @@ class TlsPolicy(SecurityModule):
             return Reject(f"{msg.tls_version} is below the policy's TLS 1.3", code=403)
         if not over_tls and scheme_of(msg.ruri) == "sips":
             return _needs_tls(f"sips: Request-URI received over {transport}")
-        found = self._trunk_of(msg.src_ip)
-        if found is not None:
-            trunk, issuers = found
+        site_trunk = msg.trunk
+        if site_trunk is not None:
+            trunk, issuers = site_trunk.config, self.issuers.get(site_trunk.name, frozenset())
             if trunk.needs_tls and not over_tls:
                 return _needs_tls(f"trunk {trunk.name} requires TLS, request came over {transport}")
             if trunk.mtls is not None:

@@ -20,6 +20,7 @@ from sipshield.dialog_tokens import (
 )
 from sipshield.message import RawSipMessage
 from sipshield.policy import PolicyError, parse_policy
+from sipshield.site import Site
 from sipshield.verdict import CONTINUE, Drop, Reject
 
 SECRET = bytes(range(32))
@@ -121,15 +122,18 @@ def guard(tmp_path: Path):
         if not path.exists():
             rotate_key_file(path)
         module = DialogGuard(DialogGuardConfig(key_file=path, **settings))
-        module.bind(
-            parse_policy(
-                "domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n  trunks:\n"
-                "    - {name: carrier, target: 198.51.100.1:5060, sources: [198.51.100.0/24]}\n"
-            )
-        )
+        module.bind(SITE)
         return module
 
     return make
+
+
+SITE = Site.from_policy(
+    parse_policy(
+        "domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n  trunks:\n"
+        "    - {name: carrier, target: 198.51.100.1:5060, sources: [198.51.100.0/24]}\n"
+    )
+)
 
 
 def in_dialog(guard_module, method="BYE", src=("192.0.2.10", 5062), token=None, **extra):
@@ -147,7 +151,7 @@ def in_dialog(guard_module, method="BYE", src=("192.0.2.10", 5062), token=None, 
         + ("Content-Type: application/sdp\r\n" if body else "")
         + f"Content-Length: {len(body)}\r\n\r\n{body}"
     ).encode()
-    return RawSipMessage(raw, src_ip=src[0], src_port=src[1])
+    return RawSipMessage(raw, src_ip=src[0], src_port=src[1], site=SITE)
 
 
 def test_the_bound_caller_passes_and_others_are_refused(guard):

@@ -16,6 +16,7 @@ from sipshield.registration_guard import (
     is_deregistration,
     user_agent_family,
 )
+from sipshield.site import Site
 from sipshield.verdict import CONTINUE, Alert, Reject
 
 
@@ -40,7 +41,7 @@ def test_the_relay_phase_refuses_a_cancel_from_elsewhere_or_for_nothing():
     )
 
     def hop(invite_source):
-        return Hop("", "sip:bob@example.net", False, False, invite_source=invite_source)
+        return Hop("", "sip:bob@example.net", False, invite_source=invite_source)
 
     assert guard.check_relay(cancel, hop(("192.0.2.66", 5062, "udp")), None) is CONTINUE
     forged = guard.check_relay(cancel, hop(("192.0.2.10", 5062, "udp")), None)
@@ -147,17 +148,20 @@ def refer(target, src="192.0.2.10", refer_to=None):
         "From: <sip:alice@example.net>;tag=1\r\nTo: <sip:bob@example.net>;tag=2\r\n"
         f"Call-ID: c\r\nCSeq: 2 REFER\r\n{refer_to}\r\nContent-Length: 0\r\n\r\n"
     ).encode()
-    return RawSipMessage(raw, src_ip=src)
+    return RawSipMessage(raw, src_ip=src, site=REFER_SITE)
+
+
+REFER_SITE = Site.from_policy(
+    parse_policy(
+        "domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n  trunks:\n"
+        "    - {name: carrier, target: 198.51.100.1:5060, sources: [198.51.100.0/24]}\n"
+    )
+)
 
 
 def refer_module(**settings):
     module = ReferPolicy(ReferPolicyConfig(**settings))
-    module.bind(
-        parse_policy(
-            "domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n  trunks:\n"
-            "    - {name: carrier, target: 198.51.100.1:5060, sources: [198.51.100.0/24]}\n"
-        )
-    )
+    module.bind(REFER_SITE)
     return module
 
 

@@ -174,7 +174,7 @@ def test_reject_refuses_non_error_codes():
         Reject("ok?", code=200)
 
 
-HOP = Hop(next_hop="sip:192.0.2.20;transport=udp", ruri="sip:b@x", tls=False, from_pbx=True)
+HOP = Hop(next_hop="sip:192.0.2.20;transport=udp", ruri="sip:b@x", tls=False)
 
 
 def test_the_relay_phase_runs_only_the_modules_that_judge_it(sink):

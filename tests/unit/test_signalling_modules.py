@@ -8,7 +8,15 @@ from sipshield.message import RawSipMessage
 from sipshield.policy import never_banned, parse_policy
 from sipshield.reply import credentials_username
 from sipshield.scanner import ScannerConfig, ScannerDetection
+from sipshield.site import Site
 from sipshield.verdict import CONTINUE, Accept, Ban, Drop, Reject
+
+POLICY = parse_policy(
+    "domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n"
+    "  trunks:\n    - {name: carrier, target: 198.51.100.1:5060, transport: tcp,\n"
+    "       domains: [carrier.example], sources: [198.51.100.0/24]}\n"
+)
+SITE = Site.from_policy(POLICY)
 
 
 def request(src_ip="192.0.2.9", transport="udp", from_domain="example.net", ua="Zoiper"):
@@ -19,7 +27,7 @@ def request(src_ip="192.0.2.9", transport="udp", from_domain="example.net", ua="
         f"Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nUser-Agent: {ua}\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
-    return RawSipMessage(raw, src_ip=src_ip, transport=transport)
+    return RawSipMessage(raw, src_ip=src_ip, transport=transport, site=SITE)
 
 
 def test_ban_ttl_escalates_per_offence_up_to_the_ceiling():
@@ -35,13 +43,8 @@ def test_scopes():
 
 
 def controls(**settings):
-    policy = parse_policy(
-        "domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n"
-        "  trunks:\n    - {name: carrier, target: 198.51.100.1:5060, transport: tcp,\n"
-        "       domains: [carrier.example], sources: [198.51.100.0/24]}\n"
-    )
     module = IpControls(IpControlsConfig(**settings))
-    module.bind(policy)
+    module.bind(SITE)
     return module
 
 

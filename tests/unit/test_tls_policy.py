@@ -12,6 +12,7 @@ from sipshield.cert_names import name_matches, pem_certificates, read_certificat
 from sipshield.message import RawSipMessage
 from sipshield.pipeline import Pipeline
 from sipshield.policy import PolicyError, parse_policy
+from sipshield.site import Site
 from sipshield.tls_material import issue_certificate, make_ca
 from sipshield.tls_policy import (
     OutboundTlsCheck,
@@ -96,8 +97,29 @@ def module(pki, **settings) -> TlsPolicy:
     extra = "".join(f"    {key}: {value}\n" for key, value in settings.items())
     policy = policy_with(pki, "  - name: tls_policy\n" + extra)
     built = TlsPolicy(policy.modules[0])
-    built.bind(policy)
+    built.bind(Site.from_policy(policy))
     return built
+
+
+# Who is who, as the view knows it: policy_with's PBX and trunks (the CA file is not read).
+SITE = Site.from_policy(
+    parse_policy(
+        textwrap.dedent(
+            """\
+            domain: example.net
+            tls: {ca_list: /nonexistent/ca.pem, client_certificates: optional_no_ca}
+            peers:
+              pbx: {address: 10.0.0.2:5060}
+              trunks:
+                - {name: carrier, target: 192.0.2.50:5061, transport: tls,
+                   server_name: sip.carrier.test, sources: [192.0.2.0/28],
+                   mtls: {expected_names: [sip.carrier.test]}}
+                - {name: plain, target: 198.51.100.7:5060, sources: [198.51.100.7/32],
+                   require_tls: true}
+            """
+        )
+    )
+)
 
 
 def request(ruri="sip:bob@example.net", frm="sip:alice@example.net", **kwargs) -> RawSipMessage:
@@ -107,7 +129,7 @@ def request(ruri="sip:bob@example.net", frm="sip:alice@example.net", **kwargs) -
         f"From: <{frm}>;tag=1\r\nTo: <{ruri}>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
-    return RawSipMessage(raw, **kwargs)
+    return RawSipMessage(raw, site=SITE, **kwargs)
 
 
 def from_trunk(pki, cert: str | None, verified: bool = True, **kwargs) -> RawSipMessage:
@@ -205,7 +227,7 @@ def test_min_version_13_refuses_tls_12(pki):
 
     policy = Policy.model_validate(text)
     guard = TlsPolicy(policy.modules[0])
-    guard.bind(policy)
+    guard.bind(Site.from_policy(policy))
     old = request(transport="tls", tls_version="TLSv1.2")
     assert isinstance(guard.check(old, None), Reject)
     assert guard.check(request(transport="tls", tls_version="TLSv1.3"), None) is CONTINUE
@@ -218,7 +240,7 @@ def test_unreadable_trunk_ca_is_a_policy_error(pki, tmp_path):
 
     policy = Policy.model_validate(data)
     with pytest.raises(PolicyError, match=r"peers.trunks\[0\].mtls.ca: cannot read CA"):
-        TlsPolicy(policy.modules[0]).bind(policy)
+        TlsPolicy(policy.modules[0]).bind(Site.from_policy(policy))
 
 
 def test_module_builds_in_the_pipeline(pki):

@@ -13,6 +13,7 @@ from sipshield.sdes_guard import (
     plain_hop_outcome,
     strip_sdes,
 )
+from sipshield.site import Site
 from sipshield.tls_policy import TlsPolicy
 from sipshield.verdict import CONTINUE, Reject, Rewrite
 
@@ -29,6 +30,11 @@ def sdp(*media: list[bytes], session: list[bytes] = ()) -> bytes:
     return body
 
 
+SITE = Site.from_policy(
+    parse_policy("domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n")
+)
+
+
 def invite(body: bytes, transport="udp", src_ip="192.0.2.1", content_type="application/sdp"):
     raw = (
         b"INVITE sip:bob@example.net SIP/2.0\r\n"
@@ -38,7 +44,7 @@ def invite(body: bytes, transport="udp", src_ip="192.0.2.1", content_type="appli
         b"Content-Type: " + content_type.encode() + b"\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
-    return RawSipMessage(raw, src_ip=src_ip, transport=transport)
+    return RawSipMessage(raw, src_ip=src_ip, src_port=5060, transport=transport, site=SITE)
 
 
 def guard(on_plain_hop: str = "reject") -> SdesGuard:
@@ -47,7 +53,7 @@ def guard(on_plain_hop: str = "reject") -> SdesGuard:
         f"modules:\n  - {{name: sdes_guard, on_plain_hop: {on_plain_hop}}}\n"
     )
     built = SdesGuard(policy.modules[0])
-    built.bind(policy)
+    built.bind(Site.from_policy(policy))
     return built
 
 
@@ -97,7 +103,7 @@ def test_sdes_over_tls_and_from_the_pbx_are_allowed():
     assert guard().check(invite(sdp([CRYPTO]), transport="tls"), None) is CONTINUE
     # The PBX link is the inside hop; the router judges where it goes next.
     from_pbx = invite(sdp([CRYPTO]), src_ip="10.0.0.2")
-    from_pbx.src_port = 5060
+    assert from_pbx.from_pbx
     assert guard().check(from_pbx, None) is CONTINUE
 
 
@@ -110,10 +116,9 @@ def test_bodies_that_are_not_sdp_are_not_read():
     assert guard().check(invite(CRYPTO, content_type="text/plain"), None) is CONTINUE
 
 
-def _leaving(tls: bool, from_pbx: bool = True, anchored: str | None = None) -> Hop:
+def _leaving(tls: bool, anchored: str | None = None) -> Hop:
     uri = "sip:192.0.2.9:5061;transport=tls" if tls else "sip:192.0.2.9:5060;transport=udp"
-    return Hop(next_hop=uri, ruri="sip:bob@example.net", tls=tls, from_pbx=from_pbx,
-               anchored=anchored)  # fmt: skip
+    return Hop(next_hop=uri, ruri="sip:bob@example.net", tls=tls, anchored=anchored)
 
 
 def test_sdes_from_the_pbx_may_leave_over_tls_only():
@@ -138,7 +143,7 @@ def test_the_anchored_sdp_is_what_is_judged_when_it_leaves():
 
 def test_strip_is_a_rewrite_of_the_located_sdp_where_dtls_is_offered():
     body = sdp([CRYPTO, FINGERPRINT])
-    rewrite = guard("strip").check_relay(invite(body), _leaving(False, from_pbx=False), None)
+    rewrite = guard("strip").check_relay(invite(body), _leaving(False), None)
     assert isinstance(rewrite, Rewrite) and rewrite.action == "strip"
     assert rewrite.sdp == body.replace(CRYPTO + b"\r\n", b"").decode()
     assert rewrite.part.sdp == body
@@ -150,7 +155,7 @@ def test_strip_is_a_rewrite_of_the_located_sdp_where_dtls_is_offered():
 def test_a_refusal_on_arrival_is_the_request_phases_not_the_relay_phases():
     # check() answered it 488 already; the relay phase must not report it twice.
     arrived = invite(sdp([CRYPTO]))
-    assert guard().check_relay(arrived, _leaving(False, from_pbx=False), None) is CONTINUE
+    assert guard().check_relay(arrived, _leaving(False), None) is CONTINUE
 
 
 def test_a_sips_request_uri_leaves_only_over_tls():
@@ -159,7 +164,7 @@ def test_a_sips_request_uri_leaves_only_over_tls():
         "modules:\n  - {name: tls_policy}\n"
     )
     module = TlsPolicy(policy.modules[0])
-    module.bind(policy)
+    module.bind(Site.from_policy(policy))
     request = invite(b"")
     sips = Hop("sip:192.0.2.9:5060;transport=udp", "sips:bob@example.net", False, True)
     refused = module.check_relay(request, sips, None)
