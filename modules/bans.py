@@ -71,6 +71,37 @@ def scope_key(ip: str, user: str = "") -> str:
     return f"user:{ip}:{user}" if user else f"ip:{ip}"
 
 
+# -- the change feed ------------------------------------------------------------
+# Read by every worker's cache (BanStore) and by nft-sync (BanMirror), written
+# by BanStore: one format, in one place.
+
+
+@dataclass(frozen=True)
+class BanChange:
+    scope: str
+    expires: float | None  # None: the ban was removed
+
+
+def encode_change(scope: str, expires: float | None) -> str:
+    return json.dumps({"add": scope, "expires": expires} if expires else {"remove": scope})
+
+
+def decode_change(data: Any) -> BanChange:
+    """One message of the change channel; ValueError when it is not one."""
+    try:
+        change = json.loads(data)
+        if "add" in change:
+            return BanChange(str(change["add"]), float(change["expires"]))
+        return BanChange(str(change["remove"]), None)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not a ban change: {data!r} ({exc})") from None
+
+
+def live_bans(client: Any, index_key: str, now: float) -> dict[str, float]:
+    """Every ban still in force, scope -> expiry, in one round trip."""
+    return dict(client.zrangebyscore(index_key, now, "+inf", withscores=True))
+
+
 def escalated_ttl(settings: BanSettings, offense: int) -> int:
     ttl = settings.base_ttl_s * settings.escalation_factor ** max(0, offense - 1)
     return int(min(ttl, settings.max_ttl_s))
@@ -148,7 +179,7 @@ class BanStore:
             )
             pipe.expire(self.state.key("ban", scope), ttl)
             pipe.zadd(self.index_key, {scope: record.expires})
-            pipe.publish(self.channel, json.dumps({"add": scope, "expires": record.expires}))
+            pipe.publish(self.channel, encode_change(scope, record.expires))
             pipe.execute()
             return record
 
@@ -163,7 +194,7 @@ class BanStore:
             pipe = client.pipeline(transaction=True)
             pipe.delete(self.state.key("ban", scope))
             pipe.zrem(self.index_key, scope)
-            pipe.publish(self.channel, json.dumps({"remove": scope}))
+            pipe.publish(self.channel, encode_change(scope, None))
             deleted, _, _ = pipe.execute()
             return bool(deleted)
 
@@ -242,13 +273,14 @@ class BanStore:
 
     def _apply(self, data: Any) -> None:
         try:
-            change = json.loads(data)
-        except (TypeError, ValueError):
+            change = decode_change(data)
+        except ValueError as exc:
+            log.warning("ignoring %s", exc)
             return
-        if "add" in change:
-            self._cache[str(change["add"])] = float(change["expires"])
-        elif "remove" in change:
-            self._cache.pop(str(change["remove"]), None)
+        if change.expires is None:
+            self._cache.pop(change.scope, None)
+        else:
+            self._cache[change.scope] = change.expires
 
     def _resync(self, now: float) -> None:
         if not self.state.available_for_retry():
@@ -260,7 +292,7 @@ class BanStore:
                 pubsub = client.pubsub()
                 pubsub.subscribe(self.channel)
                 self._pubsub = pubsub
-            return dict(client.zrangebyscore(self.index_key, now, "+inf", withscores=True))
+            return live_bans(client, self.index_key, now)
 
         try:
             self._cache = self.state.run(operation)

@@ -32,7 +32,6 @@ Python ban check still enforces every ban.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 import subprocess
@@ -43,6 +42,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+
+from sipshield.bans import decode_change, live_bans
 
 log = logging.getLogger("sipshield.nft_sync")
 
@@ -185,7 +186,7 @@ class BanMirror:
     # -- changes ----------------------------------------------------------------
     def active_bans(self, client: Any) -> list[KernelBan]:
         now = self.clock()
-        scored = client.zrangebyscore(self.index_key, now, "+inf", withscores=True)
+        scored = live_bans(client, self.index_key, now).items()
         bans = (kernel_ban(scope, expires, now) for scope, expires in scored)
         return [ban for ban in bans if ban is not None]
 
@@ -210,19 +211,19 @@ class BanMirror:
     def apply_change(self, data: Any) -> None:
         """Apply one message from the ban channel; bad messages are logged and skipped."""
         try:
-            change = json.loads(data)
-            if "add" in change:
-                ban = kernel_ban(str(change["add"]), float(change["expires"]), self.clock())
+            change = decode_change(data)
+            if change.expires is not None:
+                ban = kernel_ban(change.scope, change.expires, self.clock())
                 if ban is not None:
                     self.apply(self.table.add(ban))
                     log.info("banned %s in the kernel for %ds", ban.address, ban.timeout_s)
-            elif "remove" in change:
-                kind, _, address = str(change["remove"]).partition(":")
-                if kind == "ip":
-                    parsed = ipaddress.ip_address(address)
-                    self.apply(self.table.remove(parsed))
-                    log.info("unbanned %s in the kernel", parsed)
-        except (TypeError, ValueError, KeyError) as exc:
+                return
+            kind, _, address = change.scope.partition(":")
+            if kind == "ip":
+                parsed = ipaddress.ip_address(address)
+                self.apply(self.table.remove(parsed))
+                log.info("unbanned %s in the kernel", parsed)
+        except ValueError as exc:
             log.warning("ignoring ban change %r: %s", data, exc)
 
     def delete_table(self) -> None:
