@@ -51,6 +51,7 @@ from sipshield.ksr_message import read_pv
 from sipshield.message import SipRequest
 from sipshield.module import ModuleConfig, SecurityModule
 from sipshield.policy_types import Network, PolicyError
+from sipshield.sdp import SdpFacts
 from sipshield.verdict import CONTINUE, Drop, Outcome, Reject
 
 if TYPE_CHECKING:
@@ -70,7 +71,6 @@ DEFAULT_METHODS = [
     "ACK",
     "SUBSCRIBE",
 ]
-_CONNECTION_ADDRESS = re.compile(rb"^c=IN IP[46] ([^\s/]+)", re.MULTILINE)
 _DEFAULT_PORT = {"tls": 5061, "wss": 443}
 DIALOG_FORMING = ("INVITE", "SUBSCRIBE")
 # KEYS[1]: the dialog record; ARGV: side (token role), CSeq, TTL.  Returns -1
@@ -137,8 +137,7 @@ def uri_params(uri: str) -> dict[str, str]:
 
 
 def _media_outside(body: bytes, networks: list[Any]) -> str | None:
-    for raw in _CONNECTION_ADDRESS.findall(body):
-        text = raw.decode("ascii", errors="replace")
+    for text in SdpFacts.parse(body.decode("utf-8", errors="replace")).addresses:
         try:
             address = ipaddress.ip_address(text)
         except ValueError:

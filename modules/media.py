@@ -35,7 +35,6 @@ from sipshield.media_policy import (
     UNAVAILABLE,
     MediaSettings,
     Refusal,
-    SdpFacts,
     Side,
     answer_options,
     fails_closed,
@@ -46,6 +45,7 @@ from sipshield.media_policy import (
 )
 from sipshield.message import branch_of
 from sipshield.rtpengine import NgError, RtpengineClient
+from sipshield.sdp import SdpFacts
 from sipshield.sdp_body import BAD_REQUEST, BodyProblem, SdpPart, find_sdp
 from sipshield.site import split_host_port
 

@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from sipshield.policy_types import HostPort, Network
 from sipshield.rtpengine import MediaOptions
+from sipshield.sdp import M_LINE, SdpFacts
 
 # mandatory: SRTP on this party's leg; plain offers from it are refused (488)
 #            and offers towards it are made SRTP.
@@ -35,17 +36,6 @@ from sipshield.rtpengine import MediaOptions
 SrtpMode = Literal["mandatory", "optional", "bridge", "passthrough"]
 OnFailure = Literal["reject", "passthrough"]
 MediaType = Literal["audio", "video", "image", "text", "application", "message"]
-# Payload types with a fixed encoding (RFC 3551), named where no rtpmap names them.
-STATIC_PAYLOADS = {
-    "0": "PCMU",
-    "3": "GSM",
-    "4": "G723",
-    "8": "PCMA",
-    "9": "G722",
-    "13": "CN",
-    "18": "G729",
-    "34": "H263",
-}
 
 # The SDES suites rtpengine 10.5 knows, strongest first.
 SDES_SUITES = (
@@ -170,80 +160,6 @@ class MediaSettings(_Strict):
         return self.pbx if name == "pbx" else self.users
 
 
-# --- SDP facts --------------------------------------------------------------------
-
-_M_LINE = re.compile(r"^m=(\S+)\s+(\d+)(?:/\d+)?\s+(\S+)", re.MULTILINE)
-_CRYPTO = re.compile(r"^a=crypto:\s*\d+\s+(\S+)", re.MULTILINE | re.IGNORECASE)
-_C_LINE = re.compile(r"^c=IN\s+IP[46]\s+([^\s/]+)", re.MULTILINE)
-_SRTP_PROTOS = ("RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
-_RTPMAP = re.compile(r"^a=rtpmap:\s*(\d+)\s+([^/\s]+)", re.MULTILINE | re.IGNORECASE)
-_M_FULL = re.compile(r"^m=(\S+)\s+(\d+)((?:/\d+)?\s+\S+)(.*)$", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class MediaSection:
-    kind: str  # audio, video, ...
-    codecs: tuple[str, ...]  # encoding names (upper case), in the m= line's order
-
-
-def _sections(sdp: str) -> tuple[MediaSection, ...]:
-    """The active media sections (port not 0) with their codec names."""
-    out = []
-    starts = [m.start() for m in _M_FULL.finditer(sdp)]
-    for begin, end in zip(starts, [*starts[1:], len(sdp)], strict=True):
-        text = sdp[begin:end]
-        m_line = _M_FULL.match(text)
-        assert m_line is not None
-        if m_line.group(2) == "0":
-            continue
-        names = {pt: name.upper() for pt, name in _RTPMAP.findall(text)}
-        formats = m_line.group(4).split()
-        out.append(
-            MediaSection(
-                m_line.group(1).lower(),
-                tuple(names.get(f) or STATIC_PAYLOADS.get(f, f) for f in formats),
-            )
-        )
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class SdpFacts:
-    protocols: tuple[str, ...]  # of the active media sections (port not 0)
-    crypto_suites: tuple[str, ...]
-    dtls: bool
-    zrtp: bool
-    addresses: tuple[str, ...]
-    sections: tuple[MediaSection, ...] = ()
-
-    @classmethod
-    def parse(cls, sdp: str) -> SdpFacts:
-        return cls(
-            protocols=tuple(p.upper() for _, port, p in _M_LINE.findall(sdp) if port != "0"),
-            crypto_suites=tuple(s.upper() for s in _CRYPTO.findall(sdp)),
-            dtls=bool(re.search(r"^a=fingerprint:", sdp, re.MULTILINE | re.IGNORECASE)),
-            zrtp=bool(re.search(r"^a=zrtp-hash:", sdp, re.MULTILINE | re.IGNORECASE)),
-            addresses=tuple(_C_LINE.findall(sdp)),
-            sections=_sections(sdp),
-        )
-
-    @property
-    def encrypted(self) -> bool:
-        """Every active media section negotiates SRTP (SDES, DTLS, OSRTP) or ZRTP."""
-        if self.zrtp:
-            return True
-        return self.srtp_profile or (bool(self.protocols) and bool(self.crypto_suites))
-
-    @property
-    def srtp_profile(self) -> bool:
-        """Every active media section uses an SRTP profile (SAVP): SRTP is not optional."""
-        return bool(self.protocols) and all(p in _SRTP_PROTOS for p in self.protocols)
-
-    @property
-    def feedback(self) -> bool:
-        return any(p.endswith("F") for p in self.protocols)
-
-
 # --- decisions --------------------------------------------------------------------
 
 
@@ -317,7 +233,7 @@ def reject_media_types(sdp: str, policy: PeerMedia) -> str:
             return m.group(0)
         return f"m={m.group(1)} 0{m.group(3)}{m.group(4)}"
 
-    return _M_FULL.sub(reject, sdp)
+    return M_LINE.sub(reject, sdp)
 
 
 def codecs_to_strip(facts: SdpFacts, policy: PeerMedia) -> tuple[str, ...]:

@@ -20,10 +20,10 @@ DTLS-SRTP; an offer that would be left with no keying at all is refused.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Literal
 
 from sipshield.module import ModuleConfig, SecurityModule
+from sipshield.sdp import has_sdes, strip_sdes
 from sipshield.sdp_body import BodyProblem, SdpPart
 from sipshield.verdict import CONTINUE, Outcome, Reject, Rewrite
 
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from sipshield.message import SipRequest
     from sipshield.state import SharedState
 
-_CRYPTO = re.compile(rb"^a=crypto:", re.MULTILINE | re.IGNORECASE)
-_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$")
 NOT_ACCEPTABLE = 488
 
 
@@ -54,33 +52,6 @@ def sdp_body(msg: SipRequest) -> bytes:
     if found is None:
         return b""
     return msg.body if isinstance(found, BodyProblem) else found.sdp
-
-
-def has_sdes(body: bytes) -> bool:
-    return bool(_CRYPTO.search(body))
-
-
-def strip_sdes(body: bytes) -> bytes | None:
-    """``body`` without its a=crypto lines, or None when DTLS-SRTP is not offered instead.
-
-    A media section keeps working without SDES only if it, or the session
-    part, carries a DTLS fingerprint.
-    """
-    lines = _LINE.findall(body)
-    sections: list[list[bytes]] = [[]]
-    for line in lines:
-        if line.lower().startswith(b"m="):
-            sections.append([])
-        sections[-1].append(line)
-    session_dtls = any(line.lower().startswith(b"a=fingerprint:") for line in sections[0])
-    out: list[bytes] = []
-    for section in sections:
-        crypto = [line for line in section if _CRYPTO.match(line)]
-        dtls = session_dtls or any(line.lower().startswith(b"a=fingerprint:") for line in section)
-        if crypto and not dtls:
-            return None
-        out += [line for line in section if not _CRYPTO.match(line)]
-    return b"".join(out)
 
 
 def plain_hop_outcome(on_plain_hop: str, body: bytes) -> tuple[str, bytes]:

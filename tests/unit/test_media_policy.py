@@ -10,7 +10,6 @@ from sipshield.media_policy import (
     SDES_SUITES,
     MediaSettings,
     PeerMedia,
-    SdpFacts,
     Side,
     answer_options,
     codecs_to_strip,
@@ -23,6 +22,7 @@ from sipshield.media_policy import (
 )
 from sipshield.message import RawSipMessage
 from sipshield.policy import PolicyError, parse_policy
+from sipshield.sdp import SdpFacts
 from tests.conftest import REPO
 
 NG = {"rtpengine": {"ng": ["127.0.0.1:2223"]}}

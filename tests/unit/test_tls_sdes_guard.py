@@ -7,12 +7,8 @@ import pytest
 from sipshield.hop import Hop
 from sipshield.message import RawSipMessage
 from sipshield.policy import parse_policy
-from sipshield.sdes_guard import (
-    SdesGuard,
-    has_sdes,
-    plain_hop_outcome,
-    strip_sdes,
-)
+from sipshield.sdes_guard import SdesGuard, plain_hop_outcome
+from sipshield.sdp import has_sdes, strip_sdes
 from sipshield.site import Site
 from sipshield.tls_policy import TlsPolicy
 from sipshield.verdict import CONTINUE, Reject, Rewrite
