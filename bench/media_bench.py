@@ -11,7 +11,7 @@ Three measurements, each against a real lab (sipshield.lab):
             calls, divided by the calls.
   ng        round-trip times of offer, answer and delete from this process to
             the lab's rtpengine, with the options the SBC sends for an SDES
-            call (sipshield.media_policy), one call at a time.
+            call (sipshield.edge.media_policy), one call at a time.
   capacity  N concurrent calls set up directly over ng, each bridging plain
             RTP in to SRTP (SDES, AES_CM_128_HMAC_SHA1_80) out, so rtpengine
             encrypts and authenticates every packet; one Python sender sends
@@ -38,9 +38,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(1, str(REPO))  # the test UA (tests/integration/sip_ua.py)
 
-from sipshield import lab as sblab  # noqa: E402
-from sipshield.lab import group_cpu_seconds  # noqa: E402
-from sipshield.media_policy import PeerMedia, SdpFacts, Side, answer_options, plan_offer  # noqa: E402
+from sipshield.edge.media_policy import PeerMedia, SdpFacts, Side, answer_options, plan_offer  # noqa: E402
+from sipshield.lab import stack as sblab  # noqa: E402
+from sipshield.lab.stack import group_cpu_seconds  # noqa: E402
 from sipshield.rtpengine import RtpengineClient  # noqa: E402
 from tests.integration.lab_fixture import RunningLab  # noqa: E402
 from tests.integration.sip_ua import UserAgent, sdp  # noqa: E402

@@ -37,10 +37,10 @@ import kernel_flood  # bench/ is sys.path[0] when this file runs as a script
 import media_bench
 import stock_dropin
 
-from sipshield.lab import group_cpu_seconds
-from sipshield.net import free_port
-from sipshield.netns import NamespacesRefused
-from sipshield.sipp import SippResult, SippServer, run_sipp
+from sipshield.lab.net import free_port
+from sipshield.lab.netns import NamespacesRefused
+from sipshield.lab.sipp import SippResult, SippServer, run_sipp
+from sipshield.lab.stack import group_cpu_seconds
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -115,7 +115,7 @@ class Outcome:
 
 def lab_up(name: str, directory: Path) -> Lab:
     policy, sbc_config = CONFIGS[name]
-    argv = [sys.executable, "-m", "sipshield.cli", "lab", "up", "--policy", str(policy)]
+    argv = [sys.executable, "-m", "sipshield.ops.cli", "lab", "up", "--policy", str(policy)]
     argv += ["--dir", str(directory), "--detach"]
     if sbc_config:
         argv += ["--sbc-config", str(sbc_config)]
@@ -125,7 +125,7 @@ def lab_up(name: str, directory: Path) -> Lab:
 
 def lab_down(lab: Lab) -> None:
     subprocess.run(
-        [sys.executable, "-m", "sipshield.cli", "lab", "down", "--dir", str(lab.directory)],
+        [sys.executable, "-m", "sipshield.ops.cli", "lab", "down", "--dir", str(lab.directory)],
         check=False, capture_output=True, timeout=60,
     )  # fmt: skip
 

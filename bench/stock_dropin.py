@@ -1,7 +1,7 @@
 """Cost of the drop-in: Debian's stock kamailio.cfg with and without sipshield.
 
 Two configurations, each the stock file from the kamailio package run on
-loopback with 2 UDP workers (sipshield.stock_kamailio):
+loopback with 2 UDP workers (sipshield.lab.stock_kamailio):
   stock          as shipped;
   stock+dropin   the same file plus the include and the three route calls,
                  with the full signalling protection policy below.
@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sipshield.net import free_port
-from sipshield.sipp import SippResult, SippServer, run_sipp
-from sipshield.stock_kamailio import StockKamailio, start
+from sipshield.lab.net import free_port
+from sipshield.lab.sipp import SippResult, SippServer, run_sipp
+from sipshield.lab.stock_kamailio import StockKamailio, start
 
 # Limits far above the benchmark's rates: the cost of checking, not of refusing.
 POLICY: dict[str, Any] = {

@@ -16,7 +16,7 @@ for _entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 
 import KSR  # noqa: E402 - provided by Kamailio at run time
 
-from sipshield.kemi import load_handler  # noqa: E402
+from sipshield.edge.kemi import load_handler  # noqa: E402
 
 
 def mod_init():

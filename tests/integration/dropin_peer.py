@@ -12,9 +12,9 @@ import secrets
 import socket
 import time
 
-from sipshield.net import free_port
-from sipshield.sipp import SippServer, run_sipp
-from sipshield.stock_kamailio import StockKamailio
+from sipshield.lab.net import free_port
+from sipshield.lab.sipp import SippServer, run_sipp
+from sipshield.lab.stock_kamailio import StockKamailio
 
 
 def final_status_line(

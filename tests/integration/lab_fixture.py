@@ -15,11 +15,11 @@ from typing import Any
 
 import redis
 
-from sipshield.lab import group_members
-from sipshield.sip_probe import send_request
-from sipshield.sipp import SippResult, SippServer, run_sipp
+from sipshield.lab.sip_probe import send_request
+from sipshield.lab.sipp import SippResult, SippServer, run_sipp
+from sipshield.lab.stack import group_members
 
-SIPSHIELD = [sys.executable, "-m", "sipshield.cli"]
+SIPSHIELD = [sys.executable, "-m", "sipshield.ops.cli"]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 

@@ -25,7 +25,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
-from sipshield.net import free_port
+from sipshield.lab.net import free_port
 from tests.integration.lab_fixture import RunningLab
 
 PHONE_RTP_PORTS = (10000, 19999)

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from sipshield.lab import group_members
-from sipshield.net import free_port
+from sipshield.lab.net import free_port
+from sipshield.lab.stack import group_members
 from sipshield.rtpengine import NgError, RtpengineClient
 from tests.conftest import REPO
 

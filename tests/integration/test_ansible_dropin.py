@@ -2,7 +2,7 @@
 
 The role runs on a copy of Debian's stock kamailio.cfg in a temporary
 directory (the example inventory's SBC host, services off).  It must make
-exactly the edit sipshield.dropin makes, change nothing on a second run, and
+exactly the edit sipshield.edge.dropin makes, change nothing on a second run, and
 leave the live file alone when `kamailio -c` refuses the edited copy.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.dropin import add_to_native_config
-from sipshield.stock_kamailio import stock_text
+from sipshield.edge.dropin import add_to_native_config
+from sipshield.lab.stock_kamailio import stock_text
 from tests.integration.test_ansible import ANSIBLE, REPO, SBC_HOST, ansible_playbook, recap_changed
 
 pytestmark = pytest.mark.integration

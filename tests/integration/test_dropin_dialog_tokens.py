@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sipshield.dialog_tokens import rotate_key_file
-from sipshield.stock_kamailio import StockKamailio, start
+from sipshield.lab.stock_kamailio import StockKamailio, start
+from sipshield.sip.dialog_tokens import rotate_key_file
 from tests.integration.dropin_peer import calls, events
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 tests/integration/operator_kemi/ holds what an operator would have: a
 kamailio.cfg with ``cfgengine "python"`` and a routing class of their own,
-which builds a :class:`sipshield.dropin.Shield` in ``mod_init`` and calls it
+which builds a :class:`sipshield.edge.dropin.Shield` in ``mod_init`` and calls it
 once in its request route (a verdict object back), once in its reply route,
 and after ``record_route()``.  The operator's routing still registers and
 connects calls; what sipshield blocks never reaches it.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.stock_kamailio import StockKamailio, start
+from sipshield.lab.stock_kamailio import StockKamailio, start
 from tests.integration.dropin_peer import (
     attack,
     bans,

@@ -2,7 +2,7 @@
 
 The stock file is read from the kamailio package and copied at test time; the
 copy gets only the include and the four route calls, in code
-(sipshield.dropin.add_to_native_config).  The same file runs as shipped beside
+(sipshield.edge.dropin.add_to_native_config).  The same file runs as shipped beside
 it.  What is shown:
 - the edit is five marked lines, and taking them out gives back the stock
   file byte for byte;
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.dropin import MARK, add_to_native_config, remove_from_native_config
-from sipshield.lab import config_dir
-from sipshield.net import free_port
-from sipshield.sipp import SippServer, credentials_file, run_sipp
-from sipshield.stock_kamailio import StockKamailio, start, stock_text
+from sipshield.edge.dropin import MARK, add_to_native_config, remove_from_native_config
+from sipshield.lab.net import free_port
+from sipshield.lab.sipp import SippServer, credentials_file, run_sipp
+from sipshield.lab.stack import config_dir
+from sipshield.lab.stock_kamailio import StockKamailio, start, stock_text
 from tests.integration.dropin_peer import (
     answer_404,
     attack,

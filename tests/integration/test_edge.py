@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sipshield.net import free_port
-from sipshield.sip_probe import send_request
+from sipshield.lab.net import free_port
+from sipshield.lab.sip_probe import send_request
 from tests.integration.lab_fixture import RunningLab
 from tests.integration.sip_ua import RtpPeer, UserAgent, sdp
 
@@ -18,7 +18,7 @@ def test_sbc_answers_options(lab: RunningLab, transport: str):
 
 
 def test_options_scenario_with_sipp(lab: RunningLab):
-    from sipshield.sipp import run_sipp
+    from sipshield.lab.sipp import run_sipp
 
     result = run_sipp("options", lab.sip_target(), keys={"domain": lab.domain}, calls=3, rate=10)
     assert result.ok, result.explain()
@@ -31,7 +31,7 @@ def test_register_with_digest_auth_through_the_sbc(lab: RunningLab, transport: s
 
 
 def test_wrong_password_is_refused_by_the_pbx(lab: RunningLab):
-    from sipshield.sipp import run_sipp
+    from sipshield.lab.sipp import run_sipp
 
     result = run_sipp(
         "register",

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sipshield.dialog_tokens import rotate_key_file
-from sipshield.net import free_port
-from sipshield.sipp import SippResult, SippServer, run_sipp
+from sipshield.lab.net import free_port
+from sipshield.lab.sipp import SippResult, SippServer, run_sipp
+from sipshield.sip.dialog_tokens import rotate_key_file
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
 from tests.integration.sip_ua import RtpPeer, UserAgent, sdp
 

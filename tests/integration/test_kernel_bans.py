@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from sipshield import netns as plumbing
-from sipshield.netns import Namespace, NamespacesRefused, NftSync
-from sipshield.sipp import run_sipp
+from sipshield.lab import netns as plumbing
+from sipshield.lab.netns import Namespace, NamespacesRefused, NftSync
+from sipshield.lab.sipp import run_sipp
 from tests.integration.lab_fixture import RunningLab
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.lab import config_dir, group_members
+from sipshield.lab.stack import config_dir, group_members
 from tests.conftest import REPO
 from tests.integration.lab_fixture import SIPSHIELD
 
@@ -26,7 +26,7 @@ def test_kamailio_refuses_to_start_on_an_invalid_policy(tmp_path: Path):
     cfg = config_dir()
     import sysconfig
 
-    from sipshield.net import free_port
+    from sipshield.lab.net import free_port
 
     port = free_port()
     proc = subprocess.run(

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pylibsrtp
 import pytest
 
-from sipshield.media_policy import weak_suite
+from sipshield.edge.media_policy import weak_suite
 from sipshield.rtpengine import RtpengineClient
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
 from tests.integration.sip_ua import RtpPeer, UserAgent, media_address, media_port, sdp

@@ -91,7 +91,7 @@ def test_events_reach_the_redis_stream_and_the_cli(make_lab):
     lab.send(boom)
     lab.wait_for_event(call_id=call_id)
     out = subprocess.run(
-        [sys.executable, "-m", "sipshield.cli", "events", "--lab", str(lab.directory)],
+        [sys.executable, "-m", "sipshield.ops.cli", "events", "--lab", str(lab.directory)],
         capture_output=True,
         text=True,
         check=True,

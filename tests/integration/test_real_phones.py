@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sipshield.lab import LAB_NUMBERED_USERS
+from sipshield.lab.stack import LAB_NUMBERED_USERS
 from sipshield.rtpengine import RtpengineClient
 from tests.conftest import REPO
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sipshield.net import free_port
+from sipshield.lab.net import free_port
 from tests.integration.lab_fixture import SIPSHIELD, RunningLab
 from tests.integration.sip_messages import options
 

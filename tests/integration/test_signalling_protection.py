@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.net import free_port
-from sipshield.sipp import credentials_file, run_sipp
+from sipshield.lab.net import free_port
+from sipshield.lab.sipp import credentials_file, run_sipp
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
 
 pytestmark = pytest.mark.integration
@@ -164,7 +164,7 @@ def test_deny_list_drops_silently(shield: RunningLab):
 
 
 def test_manual_ban_and_unban_apply_at_once(shield: RunningLab):
-    cli = [sys.executable, "-m", "sipshield.cli", "bans", "--lab", str(shield.directory)]
+    cli = [sys.executable, "-m", "sipshield.ops.cli", "bans", "--lab", str(shield.directory)]
     assert shield.options(source_ip="127.0.0.70") == 200
     out = subprocess.run([*cli, "add", "127.0.0.70", "--ttl", "600", "--reason", "test"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.net import free_port
-from sipshield.sip_probe import options_request
-from sipshield.sipp import run_sipp
-from sipshield.tls_material import issue_certificate, make_ca
+from sipshield.lab.net import free_port
+from sipshield.lab.sip_probe import options_request
+from sipshield.lab.sipp import run_sipp
+from sipshield.lab.tls_material import issue_certificate, make_ca
 from tests.integration.lab_fixture import RunningLab
 from tests.integration.tls_peer import TlsTunnel, client_context, tls_request
 

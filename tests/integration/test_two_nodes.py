@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sipshield.lab import group_members
-from sipshield.net import free_port
-from sipshield.sip_probe import send_request
-from sipshield.sipp import run_sipp
+from sipshield.lab.net import free_port
+from sipshield.lab.sip_probe import send_request
+from sipshield.lab.sipp import run_sipp
+from sipshield.lab.stack import group_members
 from tests.integration.lab_fixture import PLUGINS, SIPSHIELD, RunningLab, lab_down, lab_up
 
 pytestmark = pytest.mark.integration

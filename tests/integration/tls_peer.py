@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from sipshield.net import free_port
-from sipshield.sip_probe import _read_final_status
+from sipshield.lab.net import free_port
+from sipshield.lab.sip_probe import _read_final_status
 
 
 def client_context(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:

@@ -14,18 +14,22 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-PACKAGES = {"sipshield": REPO / "modules", "sipshield.rtpengine": REPO / "rtpengine"}
+PACKAGE = REPO / "modules" / "sipshield"
+NG_CLIENT = REPO / "rtpengine"
 # KSR calls that answer a request, or drop it or its connection.
 REPLYING_CALLS = {"send_reply", "sl_send_reply", "sl_reply_error", "send_reply_mhdrs", "drop"}
-THE_ONE_PLACE = "sipshield.remediation"
+THE_ONE_PLACE = "sipshield.core.remediation"
 
 
 def _sources() -> dict[str, Path]:
+    """Every module of the package, by its dotted name."""
     sources = {}
-    for package, directory in PACKAGES.items():
-        for path in sorted(directory.glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            sources[name] = path
+    for root, package in ((PACKAGE, "sipshield"), (NG_CLIENT, "sipshield.rtpengine")):
+        for path in sorted(root.rglob("*.py")):
+            parts = [package, *path.relative_to(root).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            sources[".".join(parts)] = path
     return sources
 
 
@@ -56,7 +60,7 @@ def _imports(name: str) -> set[str]:
             targets = [alias.name for alias in node.names]
         else:
             continue
-        found |= {t for t in targets if t in SOURCES and t != name}
+        found |= {t for t in targets if t in SOURCES and t != name and t != "sipshield"}
     return found
 
 

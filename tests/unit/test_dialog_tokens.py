@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sipshield import dialog_tokens
-from sipshield.dialog_guard import DialogGuard, DialogGuardConfig, route_uris, uri_params
-from sipshield.dialog_tokens import (
+from sipshield.checks.dialog_guard import DialogGuard, DialogGuardConfig, route_uris, uri_params
+from sipshield.core.policy import PolicyError, parse_policy
+from sipshield.core.site import Site
+from sipshield.core.verdict import CONTINUE, Drop, Reject
+from sipshield.sip import dialog_tokens
+from sipshield.sip.dialog_tokens import (
     CALLEE,
     CALLER,
     Binding,
@@ -18,10 +21,7 @@ from sipshield.dialog_tokens import (
     parse_key_file,
     rotate_key_file,
 )
-from sipshield.message import RawSipMessage
-from sipshield.policy import PolicyError, parse_policy
-from sipshield.site import Site
-from sipshield.verdict import CONTINUE, Drop, Reject
+from sipshield.sip.message import RawSipMessage
 
 SECRET = bytes(range(32))
 CALL = Binding("abc@host", "ftag1", CALLER, "udp", "192.0.2.10", 5062)

@@ -5,15 +5,15 @@ import re
 
 import pytest
 
-from sipshield.dropin import (
+from sipshield.edge.dropin import (
     MARK,
     ConfigShapeError,
     add_to_native_config,
     remove_from_native_config,
 )
-from sipshield.kemi import DROPIN_ENTRY_POINTS, ROUTE_BLOCKED, KemiHandler
-from sipshield.message import RawSipMessage
-from sipshield.reply import ReplyFacts, RoutedRequest
+from sipshield.edge.kemi import DROPIN_ENTRY_POINTS, ROUTE_BLOCKED, KemiHandler
+from sipshield.sip.message import RawSipMessage
+from sipshield.sip.reply import ReplyFacts, RoutedRequest
 from tests.conftest import REPO
 
 SNIPPET = (REPO / "kamailio-cfg" / "sipshield-dropin.cfg").read_text()

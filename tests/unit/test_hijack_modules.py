@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from sipshield.cancel_guard import CancelGuard, CancelGuardConfig, cancel_problem
-from sipshield.hop import Hop
-from sipshield.message import RawSipMessage
-from sipshield.policy import parse_policy
-from sipshield.refer_policy import ReferPolicy, ReferPolicyConfig
-from sipshield.registration_guard import (
+from sipshield.checks.cancel_guard import CancelGuard, CancelGuardConfig, cancel_problem
+from sipshield.checks.refer_policy import ReferPolicy, ReferPolicyConfig
+from sipshield.checks.registration_guard import (
     RegistrationGuard,
     RegistrationGuardConfig,
     host_port,
     is_deregistration,
     user_agent_family,
 )
-from sipshield.site import Site
-from sipshield.verdict import CONTINUE, Alert, Reject
+from sipshield.core.hop import Hop
+from sipshield.core.policy import parse_policy
+from sipshield.core.site import Site
+from sipshield.core.verdict import CONTINUE, Alert, Reject
+from sipshield.sip.message import RawSipMessage
 
 
 def test_cancel_must_come_from_the_invites_source():

@@ -2,7 +2,7 @@
 
 import re
 
-from sipshield.kemi import KEMI_CALLBACKS, KemiHandler
+from sipshield.edge.kemi import KEMI_CALLBACKS, KemiHandler
 from tests.conftest import REPO
 
 

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from sipshield.media_policy import PeerMedia, Side, offer_problem, plan_offer
-from sipshield.sdp import SdpFacts
+from sipshield.edge.media_policy import PeerMedia, Side, offer_problem, plan_offer
+from sipshield.sip.sdp import SdpFacts
 from tests.conftest import REPO
 
 DOC = REPO / "docs" / "media-offers.md"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sipshield.media import Leg, Memo, request_branch
-from sipshield.media_policy import (
+from sipshield.core.policy import PolicyError, parse_policy
+from sipshield.edge.media import Leg, Memo, request_branch
+from sipshield.edge.media_policy import (
     SDES_SUITES,
     MediaSettings,
     PeerMedia,
@@ -20,9 +21,8 @@ from sipshield.media_policy import (
     reject_media_types,
     weak_suite,
 )
-from sipshield.message import RawSipMessage
-from sipshield.policy import PolicyError, parse_policy
-from sipshield.sdp import SdpFacts
+from sipshield.sip.message import RawSipMessage
+from sipshield.sip.sdp import SdpFacts
 from tests.conftest import REPO
 
 NG = {"rtpengine": {"ng": ["127.0.0.1:2223"]}}

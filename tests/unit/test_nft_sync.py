@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from sipshield.nft_sync import BanMirror, KernelBan, NftTable, kernel_ban
+from sipshield.ops.nft_sync import BanMirror, KernelBan, NftTable, kernel_ban
 
 NOW = 1_000_000.0
 

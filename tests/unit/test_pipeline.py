@@ -9,14 +9,14 @@ from typing import ClassVar, Literal
 
 import pytest
 
-from sipshield.events import EventSink
-from sipshield.hop import Hop
-from sipshield.message import RawSipMessage
-from sipshield.module import ModuleConfig, SecurityModule
-from sipshield.pipeline import PASS, Pipeline, Stage
-from sipshield.policy import EventSettings
-from sipshield.state import RedisSettings, SharedState, StateUnavailable
-from sipshield.verdict import CONTINUE, Accept, Drop, Reject, Rewrite
+from sipshield.core.events import EventSink
+from sipshield.core.hop import Hop
+from sipshield.core.module import ModuleConfig, SecurityModule
+from sipshield.core.pipeline import PASS, Pipeline, Stage
+from sipshield.core.policy import EventSettings
+from sipshield.core.state import RedisSettings, SharedState, StateUnavailable
+from sipshield.core.verdict import CONTINUE, Accept, Drop, Reject, Rewrite
+from sipshield.sip.message import RawSipMessage
 
 REQUEST = RawSipMessage(
     b"OPTIONS sip:192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\n"

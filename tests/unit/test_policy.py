@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from sipshield.policy import PolicyError, load_policy, parse_policy
+from sipshield.core.policy import PolicyError, load_policy, parse_policy
 from tests.conftest import REPO
 
 MINIMAL = """\
@@ -89,7 +89,7 @@ def test_policy_check_command_exit_codes(tmp_path):
     good.write_text(MINIMAL)
     bad = tmp_path / "bad.yaml"
     bad.write_text(MINIMAL + "modules:\n  - name: flood\n    window_s: -1\n")
-    run = [sys.executable, "-m", "sipshield.cli", "policy", "check"]
+    run = [sys.executable, "-m", "sipshield.ops.cli", "policy", "check"]
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     refused = subprocess.run([*run, str(bad)], capture_output=True, text=True, check=False)

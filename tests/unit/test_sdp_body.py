@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipshield.sdp_body import (
+from sipshield.sip.sdp_body import (
     BAD_REQUEST,
     MAX_PARTS,
     UNSUPPORTED_MEDIA_TYPE,

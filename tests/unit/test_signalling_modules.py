@@ -2,14 +2,14 @@
 
 import pytest
 
-from sipshield.bans import BanSettings, escalated_ttl, scope_key
-from sipshield.ip_controls import IpControls, IpControlsConfig
-from sipshield.message import RawSipMessage
-from sipshield.policy import never_banned, parse_policy
-from sipshield.reply import credentials_username
-from sipshield.scanner import ScannerConfig, ScannerDetection
-from sipshield.site import Site
-from sipshield.verdict import CONTINUE, Accept, Ban, Drop, Reject
+from sipshield.checks.ip_controls import IpControls, IpControlsConfig
+from sipshield.checks.scanner import ScannerConfig, ScannerDetection
+from sipshield.core.bans import BanSettings, escalated_ttl, scope_key
+from sipshield.core.policy import never_banned, parse_policy
+from sipshield.core.site import Site
+from sipshield.core.verdict import CONTINUE, Accept, Ban, Drop, Reject
+from sipshield.sip.message import RawSipMessage
+from sipshield.sip.reply import credentials_username
 
 POLICY = parse_policy(
     "domain: example.net\npeers:\n  pbx: {address: 10.0.0.2:5060}\n"

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from sipshield.net import free_port
-from sipshield.state import RedisSettings, SharedState, StateUnavailable
+from sipshield.core.state import RedisSettings, SharedState, StateUnavailable
+from sipshield.lab.net import free_port
 
 
 class Clock:
@@ -28,7 +28,7 @@ def test_outage_is_logged_once_and_calls_fail_fast_until_the_retry(caplog):
         attempts.append(1)
         return client.ping()
 
-    with caplog.at_level(logging.ERROR, logger="sipshield.state"):
+    with caplog.at_level(logging.ERROR, logger="sipshield.core.state"):
         for _ in range(5):
             with pytest.raises(StateUnavailable):
                 state.run(operation)

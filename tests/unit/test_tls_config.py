@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from sipshield.policy import PolicyError, parse_policy
-from sipshield.tls_config import DEFAULT_CIPHERS, render_tls_cfg, weak_ciphers
+from sipshield.core.policy import PolicyError, parse_policy
+from sipshield.ops.tls_config import DEFAULT_CIPHERS, render_tls_cfg, weak_ciphers
 
 BASE = """\
 domain: example.net

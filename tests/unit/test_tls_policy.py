@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.cert_names import name_matches, pem_certificates, read_certificate
-from sipshield.message import RawSipMessage
-from sipshield.pipeline import Pipeline
-from sipshield.policy import PolicyError, parse_policy
-from sipshield.site import Site
-from sipshield.tls_material import issue_certificate, make_ca
-from sipshield.tls_policy import (
+from sipshield.checks.tls_policy import (
     OutboundTlsCheck,
     TlsPolicy,
     host_of,
     next_hop_is_tls,
     sips_next_hop_problem,
 )
-from sipshield.verdict import CONTINUE, Reject
+from sipshield.core.pipeline import Pipeline
+from sipshield.core.policy import PolicyError, parse_policy
+from sipshield.core.site import Site
+from sipshield.core.verdict import CONTINUE, Reject
+from sipshield.lab.tls_material import issue_certificate, make_ca
+from sipshield.sip.cert_names import name_matches, pem_certificates, read_certificate
+from sipshield.sip.message import RawSipMessage
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ def test_sips_over_udp_is_refused_and_the_pbx_is_not_judged(pki):
 def test_min_version_13_refuses_tls_12(pki):
     text = policy_with(pki).model_dump(mode="json")
     text["tls"]["min_version"] = "1.3"
-    from sipshield.policy import Policy
+    from sipshield.core.policy import Policy
 
     policy = Policy.model_validate(text)
     guard = TlsPolicy(policy.modules[0])
@@ -236,7 +236,7 @@ def test_min_version_13_refuses_tls_12(pki):
 def test_unreadable_trunk_ca_is_a_policy_error(pki, tmp_path):
     data = policy_with(pki).model_dump(mode="json")
     data["peers"]["trunks"][0]["mtls"]["ca"] = str(tmp_path / "missing.pem")
-    from sipshield.policy import Policy
+    from sipshield.core.policy import Policy
 
     policy = Policy.model_validate(data)
     with pytest.raises(PolicyError, match=r"peers.trunks\[0\].mtls.ca: cannot read CA"):
@@ -244,7 +244,7 @@ def test_unreadable_trunk_ca_is_a_policy_error(pki, tmp_path):
 
 
 def test_module_builds_in_the_pipeline(pki):
-    from sipshield.events import EventSink
+    from sipshield.core.events import EventSink
 
     policy = policy_with(pki)
     pipeline = Pipeline.build(policy, None, EventSink.__new__(EventSink))  # type: ignore[arg-type]
@@ -288,7 +288,7 @@ def test_hostile_certificates_are_bad_certificates_never_crashes(pki):
     """Peer-supplied bytes: every mutation is either readable or BadCertificate."""
     import random
 
-    from sipshield.cert_names import BadCertificate
+    from sipshield.sip.cert_names import BadCertificate
 
     original = der(pki["right"])
     rng = random.Random(5)

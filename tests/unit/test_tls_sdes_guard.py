@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sipshield.hop import Hop
-from sipshield.message import RawSipMessage
-from sipshield.policy import parse_policy
-from sipshield.sdes_guard import SdesGuard, plain_hop_outcome
-from sipshield.sdp import has_sdes, strip_sdes
-from sipshield.site import Site
-from sipshield.tls_policy import TlsPolicy
-from sipshield.verdict import CONTINUE, Reject, Rewrite
+from sipshield.checks.sdes_guard import SdesGuard, plain_hop_outcome
+from sipshield.checks.tls_policy import TlsPolicy
+from sipshield.core.hop import Hop
+from sipshield.core.policy import parse_policy
+from sipshield.core.site import Site
+from sipshield.core.verdict import CONTINUE, Reject, Rewrite
+from sipshield.sip.message import RawSipMessage
+from sipshield.sip.sdp import has_sdes, strip_sdes
 
 CRYPTO = b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
 FINGERPRINT = b"a=fingerprint:sha-256 " + b":".join([b"AB"] * 32)

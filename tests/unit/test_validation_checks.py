@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from sipshield.policy import PolicyError, load_policy, parse_policy
-from sipshield.registry import BUILTIN_MODULES
-from sipshield.sdp_body import MAX_DEPTH
-from sipshield.sip_syntax import (
+from sipshield.checks.validation import (
+    DEFAULT_CONTENT_TYPES,
+    SipValidation,
+    ValidationConfig,
+    find_problem,
+)
+from sipshield.core.policy import PolicyError, load_policy, parse_policy
+from sipshield.core.registry import BUILTIN_MODULES
+from sipshield.core.verdict import CONTINUE, Drop, Reject
+from sipshield.sip.sdp_body import MAX_DEPTH
+from sipshield.sip.sip_syntax import (
     SipSyntaxError,
     check_name_addr,
     check_uri,
@@ -15,13 +22,6 @@ from sipshield.sip_syntax import (
     split_address_list,
     split_outside_quotes,
 )
-from sipshield.validation import (
-    DEFAULT_CONTENT_TYPES,
-    SipValidation,
-    ValidationConfig,
-    find_problem,
-)
-from sipshield.verdict import CONTINUE, Drop, Reject
 from tests.conftest import REPO
 
 

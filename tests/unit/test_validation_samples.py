@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.message import RawSipMessage
-from sipshield.validation import SipValidation, ValidationConfig
-from sipshield.verdict import CONTINUE, Drop, Outcome, Reject
+from sipshield.checks.validation import SipValidation, ValidationConfig
+from sipshield.core.verdict import CONTINUE, Drop, Outcome, Reject
+from sipshield.sip.message import RawSipMessage
 from tests.validation_samples import SAMPLES, Expectation, SampleError, load_sample
 
 SAMPLE_FILES = sorted(SAMPLES.glob("*.sip"))

@@ -15,7 +15,7 @@ for _entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
 
 import KSR  # noqa: E402 - provided by Kamailio at run time
 
-from sipshield.dropin import Shield  # noqa: E402
+from sipshield.edge.dropin import Shield  # noqa: E402
 
 
 def mod_init():

@@ -5,8 +5,8 @@ It raises when a request carries ``X-Explode``; every other request passes.
 
 from typing import Literal
 
-from sipshield.module import ModuleConfig, SecurityModule
-from sipshield.verdict import CONTINUE
+from sipshield.core.module import ModuleConfig, SecurityModule
+from sipshield.core.verdict import CONTINUE
 
 
 class ExplodingConfig(ModuleConfig):

@@ -1,0 +1,1 @@
+"""The security modules, one class per file, as the policy names them."""

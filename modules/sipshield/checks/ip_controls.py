@@ -1,0 +1,95 @@
+"""IP controls: allow and deny lists, and per-trunk source rules.
+
+Meant to run first, because it is the cheapest check and needs no Redis:
+- a source on the allow list is accepted without further checks and is never
+  banned;
+- a source on the deny list is dropped (or refused);
+- a source inside a trunk's ``sources`` must use that trunk's transport;
+- a request whose From domain is a trunk's domain must come from that trunk's
+  sources (nobody else may pretend to be the carrier).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from sipshield.core.module import ModuleConfig, SecurityModule
+from sipshield.core.policy_types import Network
+from sipshield.core.verdict import CONTINUE, Accept, Drop, Outcome, Reject
+
+if TYPE_CHECKING:
+    from sipshield.core.site import Site, TrunkSite
+    from sipshield.core.state import SharedState
+    from sipshield.sip.message import SipRequest
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class IpControlsConfig(ModuleConfig):
+    name: Literal["ip_controls"] = "ip_controls"
+    # Sources accepted without the other checks, and never banned.
+    allow: list[Network] = Field(default_factory=list)
+    # Sources refused outright.
+    deny: list[Network] = Field(default_factory=list)
+    # drop: no answer (a scanner learns nothing); reject: 403.
+    deny_response: Literal["drop", "reject"] = "drop"
+
+
+def _networks(values: list[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(value, strict=False) for value in values)
+
+
+def _contains(networks: tuple[IPNetwork, ...], address: ipaddress._BaseAddress) -> bool:
+    return any(address in network for network in networks)
+
+
+def _domain_of(from_header: str) -> str:
+    uri = from_header.split("<", 1)[-1].split(">", 1)[0]
+    host = uri.split("@", 1)[-1].split(";", 1)[0].split(":", 1)[0]
+    return host.lower()
+
+
+class IpControls(SecurityModule):
+    name = "ip_controls"
+    Config = IpControlsConfig
+
+    def __init__(self, config: IpControlsConfig) -> None:
+        super().__init__(config)
+        self.settings = config
+        self.allow = _networks(config.allow)
+        self.deny = _networks(config.deny)
+        self.trunk_domains: dict[str, TrunkSite] = {}
+
+    def bind(self, site: Site) -> None:
+        for trunk in site.trunks:
+            for domain in trunk.config.domains:
+                self.trunk_domains[domain.lower()] = trunk
+
+    def check(self, msg: SipRequest, state: SharedState) -> Outcome:
+        try:
+            address = ipaddress.ip_address(msg.src_ip)
+        except ValueError:
+            return Drop(f"unparsable source address {msg.src_ip!r}")
+        if _contains(self.allow, address):
+            return Accept(f"{msg.src_ip} is allowlisted")
+        if _contains(self.deny, address):
+            reason = f"{msg.src_ip} is on the deny list"
+            return Drop(reason) if self.settings.deny_response == "drop" else Reject(reason)
+        trunk = msg.trunk
+        if trunk is not None and msg.transport != trunk.config.transport:
+            return Reject(
+                f"trunk {trunk.name} must use {trunk.config.transport}, "
+                f"{msg.src_ip} used {msg.transport}",
+                code=403,
+            )
+        if self.trunk_domains:
+            claimed = self.trunk_domains.get(_domain_of(msg.header("from") or ""))
+            if claimed and not _contains(claimed.networks, address):
+                return Reject(
+                    f"From claims trunk {claimed.name} but {msg.src_ip} is not one of its sources",
+                    code=403,
+                )
+        return CONTINUE

@@ -1,0 +1,303 @@
+"""Bans: decisions with a scope, a TTL, a reason and a hit count, shared through Redis.
+
+A ban is stored twice in Redis, in one transaction:
+- a hash ``<prefix>:ban:<scope>`` with its reason, module, creation time and
+  hits, which expires with the ban;
+- a member of the sorted set ``<prefix>:bans``, scored by its expiry, so a node
+  loads every live ban in one round trip.
+
+Every change is published on ``<prefix>:bans:changes``.  Each Kamailio worker
+keeps the live bans in a local dict and drains that channel without blocking
+before it answers "is this source banned?", so the hot path costs no Redis
+round trip and a ban made on any node is enforced everywhere as soon as the
+next request arrives.  Pub/sub is at-most-once, so the cache is also reloaded
+every ``resync_interval_s`` and after Redis comes back.
+
+Scopes: ``ip:<address>`` bans a source; ``user:<address>:<user>`` bans one
+user from one source (brute force against one account from a busy NAT must
+not lock out its neighbours).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger("sipshield.core.bans")
+
+Scope = Literal["ip", "user"]
+
+
+class BanSettings(BaseModel):
+    """How long bans last; the policy's ``bans`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # First ban of a source.
+    base_ttl_s: int = Field(default=600, gt=0)
+    # Each repeat offence multiplies the TTL by this ...
+    escalation_factor: float = Field(default=4.0, ge=1.0)
+    # ... up to this.
+    max_ttl_s: int = Field(default=7 * 86400, gt=0)
+    # How long an offence is remembered for escalation.
+    offense_memory_s: int = Field(default=7 * 86400, gt=0)
+    # How often each worker reloads every ban, in case a change message was missed.
+    resync_interval_s: float = Field(default=30.0, gt=0)
+
+
+@dataclass(frozen=True)
+class BanRecord:
+    scope: str
+    reason: str
+    module: str
+    created: float
+    expires: float
+    hits: int = 0
+    offense: int = 1
+
+    @property
+    def ttl_s(self) -> int:
+        return max(0, round(self.expires - self.created))
+
+
+def scope_key(ip: str, user: str = "") -> str:
+    return f"user:{ip}:{user}" if user else f"ip:{ip}"
+
+
+# -- the change feed ------------------------------------------------------------
+# Read by every worker's cache (BanStore) and by nft-sync (BanMirror), written
+# by BanStore: one format, in one place.
+
+
+@dataclass(frozen=True)
+class BanChange:
+    scope: str
+    expires: float | None  # None: the ban was removed
+
+
+def encode_change(scope: str, expires: float | None) -> str:
+    return json.dumps({"add": scope, "expires": expires} if expires else {"remove": scope})
+
+
+def decode_change(data: Any) -> BanChange:
+    """One message of the change channel; ValueError when it is not one."""
+    try:
+        change = json.loads(data)
+        if "add" in change:
+            return BanChange(str(change["add"]), float(change["expires"]))
+        return BanChange(str(change["remove"]), None)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not a ban change: {data!r} ({exc})") from None
+
+
+def live_bans(client: Any, index_key: str, now: float) -> dict[str, float]:
+    """Every ban still in force, scope -> expiry, in one round trip."""
+    return dict(client.zrangebyscore(index_key, now, "+inf", withscores=True))
+
+
+def escalated_ttl(settings: BanSettings, offense: int) -> int:
+    ttl = settings.base_ttl_s * settings.escalation_factor ** max(0, offense - 1)
+    return int(min(ttl, settings.max_ttl_s))
+
+
+class BanStore:
+    def __init__(
+        self,
+        state: Any,
+        settings: BanSettings,
+        never_ban: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.settings = settings
+        self.never_ban = [ipaddress.ip_network(n, strict=False) for n in never_ban]
+        self.clock = clock
+        self.index_key = state.key("bans")
+        self.channel = state.key("bans", "changes")
+        self._cache: dict[str, float] = {}
+        self._next_resync = 0.0
+        self._pubsub: Any = None
+
+    # -- decisions --------------------------------------------------------------
+    def protected(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.never_ban)
+
+    def add(
+        self, ip: str, reason: str, module: str, user: str = "", ttl_s: int | None = None
+    ) -> BanRecord | None:
+        """Ban a source (or a user from a source); None when the source may not be banned.
+
+        Without ``ttl_s`` the TTL escalates with the source's recent offences.
+        """
+        if self.protected(ip):
+            log.warning("not banning %s (%s): it is allowlisted", ip, reason)
+            return None
+        scope = scope_key(ip, user)
+        offenses_key = self.state.key("offenses", ip)
+        now = self.clock()
+
+        def operation(client: Any) -> BanRecord:
+            current = client.hgetall(self.state.key("ban", scope))
+            if current and ttl_s is None:
+                # Already banned (another worker or node got there first): one
+                # offence must not escalate twice.
+                return BanRecord(
+                    scope,
+                    current["reason"],
+                    current["module"],
+                    float(current["created"]),
+                    float(current["expires"]),
+                    int(current.get("hits", 0)),
+                    int(current.get("offense", 1)),
+                )
+            offense = int(client.incr(offenses_key))
+            client.expire(offenses_key, self.settings.offense_memory_s)
+            ttl = ttl_s or escalated_ttl(self.settings, offense)
+            record = BanRecord(scope, reason, module, now, now + ttl, 0, offense)
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(
+                self.state.key("ban", scope),
+                mapping={
+                    "reason": reason,
+                    "module": module,
+                    "created": now,
+                    "expires": record.expires,
+                    "hits": 0,
+                    "offense": offense,
+                },
+            )
+            pipe.expire(self.state.key("ban", scope), ttl)
+            pipe.zadd(self.index_key, {scope: record.expires})
+            pipe.publish(self.channel, encode_change(scope, record.expires))
+            pipe.execute()
+            return record
+
+        record = self.state.run(operation)
+        self._cache[scope] = record.expires
+        return record
+
+    def remove(self, ip: str, user: str = "") -> bool:
+        scope = scope_key(ip, user)
+
+        def operation(client: Any) -> bool:
+            pipe = client.pipeline(transaction=True)
+            pipe.delete(self.state.key("ban", scope))
+            pipe.zrem(self.index_key, scope)
+            pipe.publish(self.channel, encode_change(scope, None))
+            deleted, _, _ = pipe.execute()
+            return bool(deleted)
+
+        self._cache.pop(scope, None)
+        return bool(self.state.run(operation))
+
+    def list(self) -> list[BanRecord]:
+        now = self.clock()
+
+        def operation(client: Any) -> list[BanRecord]:
+            client.zremrangebyscore(self.index_key, "-inf", now)
+            scopes = client.zrange(self.index_key, 0, -1)
+            pipe = client.pipeline(transaction=False)
+            for scope in scopes:
+                pipe.hgetall(self.state.key("ban", scope))
+            records = []
+            for scope, data in zip(scopes, pipe.execute(), strict=True):
+                if data:
+                    records.append(
+                        BanRecord(
+                            scope,
+                            data["reason"],
+                            data["module"],
+                            float(data["created"]),
+                            float(data["expires"]),
+                            int(data.get("hits", 0)),
+                            int(data.get("offense", 1)),
+                        )
+                    )
+            return records
+
+        return self.state.run(operation)
+
+    # -- enforcement (hot path) -------------------------------------------------
+    def banned(self, ip: str, user: str = "") -> str | None:
+        """The scope that bans this request, or None.  No Redis round trip."""
+        self._refresh()
+        now = self.clock()
+        for scope in (scope_key(ip), scope_key(ip, user)) if user else (scope_key(ip),):
+            expires = self._cache.get(scope)
+            if expires is not None:
+                if expires > now:
+                    return scope
+                del self._cache[scope]
+        return None
+
+    def count_hit(self, scope: str, count: int = 1) -> None:
+        """Count blocked requests on the ban record (for operators); never on a gone ban."""
+
+        def operation(client: Any) -> None:
+            key = self.state.key("ban", scope)
+            if client.exists(key):
+                client.hincrby(key, "hits", count)
+
+        self.state.run(operation)
+
+    def _refresh(self) -> None:
+        now = self.clock()
+        if now >= self._next_resync or self._pubsub is None:
+            self._resync(now)
+            return
+        try:
+            while True:
+                # None means "nothing to read".  (With ignore_subscribe_messages,
+                # redis-py also returns None after swallowing the subscribe
+                # confirmation, which would end the drain before the changes.)
+                message = self._pubsub.get_message(ignore_subscribe_messages=False, timeout=0)
+                if message is None:
+                    break
+                if message.get("type") == "message":
+                    self._apply(message.get("data"))
+        except Exception as exc:  # the connection broke: resync once Redis answers
+            log.warning("ban change feed interrupted (%s); reloading bans", exc)
+            self._pubsub = None
+            self._next_resync = now
+
+    def _apply(self, data: Any) -> None:
+        try:
+            change = decode_change(data)
+        except ValueError as exc:
+            log.warning("ignoring %s", exc)
+            return
+        if change.expires is None:
+            self._cache.pop(change.scope, None)
+        else:
+            self._cache[change.scope] = change.expires
+
+    def _resync(self, now: float) -> None:
+        if not self.state.available_for_retry():
+            return
+
+        def operation(client: Any) -> dict[str, float]:
+            if self._pubsub is None:
+                # Subscribe before loading, so no change falls between the two.
+                pubsub = client.pubsub()
+                pubsub.subscribe(self.channel)
+                self._pubsub = pubsub
+            return live_bans(client, self.index_key, now)
+
+        try:
+            self._cache = self.state.run(operation)
+        except Exception:  # Redis down: keep enforcing what is cached
+            self._pubsub = None
+            self._next_resync = now + self.settings.resync_interval_s
+            return
+        self._next_resync = now + self.settings.resync_interval_s

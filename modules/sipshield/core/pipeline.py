@@ -1,0 +1,278 @@
+"""The ordered, frozen chain of security modules.
+
+The policy lists the modules in order; :meth:`Pipeline.build` instantiates the
+ones that are not ``off`` once, and the chain cannot change afterwards.  For
+each request the modules run in order until one returns a stopping verdict.
+
+- ``monitor`` mode: the verdict becomes an event and the next module runs.
+- A module that raises never breaks Kamailio: the exception is logged with its
+  traceback, becomes an ``error`` event, and the request goes on (``open``) or
+  is answered 500 (``closed``), as the policy says.
+- A module that needs Redis while Redis is down is handled by
+  ``redis.on_failure`` (open: skip that check; closed: 503).
+- A module that returns something that is neither CONTINUE nor a verdict is a
+  bug; it is treated like a crash and the error names the class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from sipshield.core.events import Event, EventSink
+from sipshield.core.hop import Hop
+from sipshield.core.module import FailureMode, Mode, ModuleConfig, ModuleDisabled, SecurityModule
+from sipshield.core.policy import PluginConfig, Policy, PolicyError
+from sipshield.core.registry import BUILTIN_MODULES
+from sipshield.core.site import Site
+from sipshield.core.state import SharedState, StateUnavailable
+from sipshield.core.verdict import (
+    CONTINUE,
+    PASS,
+    Accept,
+    Alert,
+    Ban,
+    Decision,
+    Outcome,
+    Reject,
+    Rewrite,
+    Verdict,
+)
+from sipshield.sip.message import SipRequest
+from sipshield.sip.reply import ReplyFacts
+
+log = logging.getLogger("sipshield.core.pipeline")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: SecurityModule
+    mode: Mode
+    on_error: FailureMode
+
+
+def _load_plugin(index: int, entry: PluginConfig, source: str) -> SecurityModule:
+    where = f"{source}: modules[{index}]"
+    module_path, _, class_name = entry.target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_path), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise PolicyError(
+            source, [f"{where}.target: cannot import {entry.target}: {exc}"]
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, SecurityModule)):
+        raise PolicyError(source, [f"{where}.target: {entry.target} is not a SecurityModule"])
+    try:
+        options = cls.Config.model_validate(
+            {**entry.options, "mode": entry.mode, "on_error": entry.on_error}
+        )
+    except ValidationError as exc:
+        raise PolicyError(
+            source,
+            [
+                f"{where}.options.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ],
+        ) from None
+    return cls(options)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        stages: tuple[Stage, ...],
+        state: SharedState,
+        events: EventSink,
+        on_redis_failure: FailureMode = "open",
+    ) -> None:
+        self.stages = stages
+        self.state = state
+        self.events = events
+        self.on_redis_failure = on_redis_failure
+
+    @classmethod
+    def build(
+        cls,
+        policy: Policy,
+        state: SharedState,
+        events: EventSink,
+        source: str = "<policy>",
+        site: Site | None = None,
+    ) -> Pipeline:
+        stages: list[Stage] = []
+        site = site or Site.from_policy(policy)
+        for index, entry in enumerate(policy.modules):
+            if entry.mode == "off":
+                log.info("module %s is off", entry.name)
+                continue
+            try:
+                if isinstance(entry, PluginConfig):
+                    module = _load_plugin(index, entry, source)
+                    name = f"{entry.name}:{type(module).__name__}"
+                else:
+                    module = BUILTIN_MODULES[entry.name](entry)
+                    name = entry.name
+            except ModuleDisabled as why:
+                log.warning("module %s switched itself off: %s", entry.name, why)
+                continue
+            module.bind(site)
+            config: ModuleConfig = module.config
+            stages.append(
+                Stage(name, module, config.mode, config.on_error or policy.on_module_error)
+            )
+        log.info("pipeline: %s", " -> ".join(f"{s.name}({s.mode})" for s in stages) or "empty")
+        return cls(tuple(stages), state, events, policy.redis.on_failure)
+
+    @property
+    def observes_replies(self) -> bool:
+        return any(stage.module.observes_replies for stage in self.stages)
+
+    def run(self, msg: SipRequest) -> Decision:
+        """The request phase: every stage's check, as the request arrives."""
+        return self._chain(msg, self.stages, lambda module: module.check(msg, self.state))
+
+    def run_relay(self, msg: SipRequest, hop: Hop) -> Decision:
+        """The relay phase: the stages that judge a request just before it leaves over ``hop``."""
+        return self._chain(
+            msg, self.relay_stages, lambda module: module.check_relay(msg, hop, self.state)
+        )
+
+    def module(self, name: str) -> SecurityModule | None:
+        """The module of the stage called ``name`` (on, in either mode), or None."""
+        return next((stage.module for stage in self.stages if stage.name == name), None)
+
+    @property
+    def relay_stages(self) -> tuple[Stage, ...]:
+        return tuple(stage for stage in self.stages if stage.module.checks_relay)
+
+    def _chain(
+        self,
+        msg: SipRequest,
+        stages: tuple[Stage, ...],
+        judge: Callable[[SecurityModule], Outcome],
+    ) -> Decision:
+        rewrites: list[Rewrite] = []
+        for stage in stages:
+            try:
+                outcome = judge(stage.module)
+            except StateUnavailable:
+                # The outage itself is logged once by SharedState, not per request.
+                if self.on_redis_failure == "open":
+                    continue
+                return self._stop(stage, msg, Reject("shared state (redis) unavailable", code=503))
+            except Exception as exc:
+                failed = self._crashed(stage, msg, f"{type(exc).__name__}: {exc}", exc)
+                if failed is None:
+                    continue
+                return failed
+            if outcome is CONTINUE:
+                continue
+            if not isinstance(outcome, Verdict):
+                problem = (
+                    f"{type(stage.module).__name__}.check returned {outcome!r}; "
+                    "expected CONTINUE or a Verdict"
+                )
+                failed = self._crashed(stage, msg, problem, None)
+                if failed is None:
+                    continue
+                return failed
+            if isinstance(outcome, Accept):
+                return Decision(outcome, stage.name, tuple(rewrites))
+            if isinstance(outcome, Alert):
+                self._emit(stage, msg, outcome.action, outcome.reason, stage.mode)
+                continue
+            if stage.mode == "monitor":
+                self._emit(stage, msg, outcome.action, outcome.reason, "monitor")
+                continue
+            if isinstance(outcome, Rewrite):
+                # Carried out with the decision; the next stages still judge.
+                self._emit(stage, msg, outcome.action, outcome.reason, "enforce")
+                rewrites.append(outcome)
+                continue
+            return self._stop(stage, msg, outcome)
+        return Decision(rewrites=tuple(rewrites)) if rewrites else PASS
+
+    def _stop(self, stage: Stage, msg: SipRequest, verdict: Verdict) -> Decision:
+        reason = verdict.reason
+        if isinstance(verdict, Ban):
+            reason = self._decide_ban(stage, msg, verdict)
+        self._emit(stage, msg, verdict.action, reason, "enforce")
+        return Decision(verdict, stage.name)
+
+    def _decide_ban(self, stage: Stage, subject: SipRequest | ReplyFacts, ban: Ban) -> str:
+        """The decision step: store the ban with its TTL; return the reason for the event."""
+        user = ban.user if ban.scope == "user" else ""
+        try:
+            record = self.state.bans.add(subject.src_ip, ban.reason, stage.name, user, ban.ttl_s)
+        except StateUnavailable:
+            return f"{ban.reason}; ban not stored (redis unavailable)"
+        if record is None:
+            return f"{ban.reason}; not banned (allowlisted source)"
+        return f"{ban.reason}; banned {record.scope} for {record.ttl_s}s (offence {record.offense})"
+
+    def observe(self, reply: ReplyFacts) -> None:
+        """Show a final reply to the modules that observe replies; store the bans they ask for."""
+        for stage in self.stages:
+            if not stage.module.observes_replies:
+                continue
+            try:
+                ban = stage.module.observe_reply(reply, self.state)
+            except StateUnavailable:
+                continue
+            except Exception as exc:
+                log.error(
+                    "module %s failed on a %d reply to %s from %s:%s: %s",
+                    stage.name,
+                    reply.status,
+                    reply.method,
+                    reply.src_ip,
+                    reply.src_port,
+                    exc,
+                    exc_info=exc,
+                )
+                self._emit(stage, reply, "error", f"{type(exc).__name__}: {exc}", "enforce")
+                continue
+            if ban is None:
+                continue
+            if stage.mode == "monitor":
+                self._emit(stage, reply, ban.action, ban.reason, "monitor")
+                continue
+            self._emit(stage, reply, ban.action, self._decide_ban(stage, reply, ban), "enforce")
+
+    def _crashed(
+        self, stage: Stage, msg: SipRequest, problem: str, exc: BaseException | None
+    ) -> Decision | None:
+        """Log a module failure; None means fail open (go on with the next module)."""
+        log.error(
+            "module %s failed on %s from %s:%s (failing %s): %s",
+            stage.name,
+            msg.method,
+            msg.src_ip,
+            msg.src_port,
+            stage.on_error,
+            problem,
+            exc_info=exc,
+        )
+        self._emit(stage, msg, "error", problem, "enforce")
+        if stage.on_error == "open":
+            return None
+        return Decision(Reject(f"module {stage.name} failed", code=500), stage.name)
+
+    def _emit(
+        self, stage: Stage, msg: SipRequest | ReplyFacts, action: str, reason: str, mode: str
+    ) -> None:
+        try:
+            self._send_event(stage, msg, action, reason, mode)
+        except Exception:
+            # A full disk must not turn into a failed call; the log still says it.
+            log.exception("could not write the event of module %s", stage.name)
+
+    def _send_event(
+        self, stage: Stage, msg: SipRequest | ReplyFacts, action: str, reason: str, mode: str
+    ) -> None:
+        self.events.emit(Event.of_request(msg, stage.name, action, reason, mode))

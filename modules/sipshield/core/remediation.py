@@ -1,0 +1,71 @@
+"""The one place where a decision is applied to Kamailio.
+
+Modules and the pipeline only decide; this module replies, drops and rewrites
+(the router's own answers, such as "no route", go through it too).  The reply
+reason phrase is sanitised here because parts of it may come from the request,
+and an attacker must not be able to inject header lines through it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from sipshield.core.verdict import STANDARD_PHRASES, Ban, Decision, Drop, Reject
+
+if TYPE_CHECKING:
+    from sipshield.sip.sdp_body import SdpPart
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+MAX_PHRASE = 120
+
+
+def reply_phrase(verdict: Reject) -> str:
+    phrase = verdict.phrase or STANDARD_PHRASES.get(verdict.code, "Rejected")
+    return _UNSAFE.sub("?", phrase)[:MAX_PHRASE]
+
+
+def apply(decision: Decision, ksr: Any) -> bool:
+    """Carry out a decision; True when the request must not be routed further."""
+    verdict = decision.verdict
+    if isinstance(verdict, Reject):
+        for name, value in verdict.headers:
+            ksr.hdr.append_to_reply(f"{name}: {_UNSAFE.sub('', value)}\r\n")
+        ksr.sl.send_reply(verdict.code, reply_phrase(verdict))
+        return True
+    # Ending the route without relaying or replying discards a dropped request;
+    # a banned source learns nothing either.
+    if isinstance(verdict, Drop | Ban):
+        return True
+    for rewrite in decision.rewrites:
+        rewrite_sdp(ksr, rewrite.part, rewrite.sdp)
+    return False
+
+
+def reply(ksr: Any, code: int, phrase: str) -> None:
+    """Answer the request with a routing outcome (no route, too many hops, ...)."""
+    ksr.sl.send_reply(code, _UNSAFE.sub("?", phrase)[:MAX_PHRASE])
+
+
+def reply_relay_error(ksr: Any) -> None:
+    """Answer a request that could not be relayed with the error tm recorded."""
+    ksr.sl.sl_reply_error()
+
+
+def drop_connection(ksr: Any) -> None:
+    """Close the TLS connection whose event is being handled; nothing is sent on it."""
+    ksr.x.drop()
+
+
+def rewrite_sdp(ksr: Any, part: SdpPart, sdp: str) -> None:
+    """Have Kamailio relay ``sdp`` in place of the SDP found at ``part``.
+
+    In a multipart body only the SDP's text is replaced: the Content-Type, the
+    boundary and the other parts stay byte for byte.  Setting the whole body
+    again is not possible there, as KEMI strings cannot carry a binary ISUP part
+    (``find_sdp`` made sure the first match of the SDP's text is its part).
+    """
+    if part.multipart:
+        ksr.textops.replace_body_str(part.text, sdp, "f")
+    else:
+        ksr.textops.set_body(sdp, "application/sdp")

@@ -1,0 +1,146 @@
+"""Shared state in Redis: namespaced keys, a timeout on every call, outage handling.
+
+Every Kamailio worker has its own :class:`SharedState`; the connection is made
+lazily in the worker (never at import time, never inherited across a fork).
+
+When Redis stops answering, the first failing call logs the outage once and
+raises :class:`StateUnavailable`; for ``retry_interval_s`` afterwards calls
+fail at once instead of each paying the timeout, then one call probes again.
+The first success after an outage logs the recovery.  Callers decide what an
+outage means for a request (the policy's ``redis.on_failure``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from sipshield.core.bans import BanSettings, BanStore
+from sipshield.core.module import FailureMode
+
+log = logging.getLogger("sipshield.core.state")
+
+T = TypeVar("T")
+
+
+class RedisSettings(BaseModel):
+    """The policy's ``redis:`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = "redis://127.0.0.1:6379/0"
+    # Every key sipshield writes starts with this, so one Redis can serve
+    # several deployments.
+    key_prefix: str = "sipshield"
+    # Applies to every call: a slow Redis must never stall SIP processing.
+    timeout_ms: int = Field(default=100, gt=0, le=5000)
+    # Requests that need Redis while it is unreachable: "open" serves them
+    # without the checks that need Redis, "closed" answers 503.
+    on_failure: FailureMode = "open"
+    # After a failure, how long to stop trying (and paying the timeout).
+    retry_interval_s: float = Field(default=1.0, gt=0, le=300)
+
+
+class StateUnavailable(Exception):
+    """Redis could not be reached, or did not answer in time."""
+
+
+class SharedState:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        clock: Callable[[], float] = time.monotonic,
+        bans: BanSettings | None = None,
+        never_ban: list[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._client: redis.Redis | None = None
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._scripts: dict[str, Any] = {}
+        self.bans = BanStore(self, bans or BanSettings(), never_ban or [])
+
+    # -- keys -----------------------------------------------------------------
+    def key(self, *parts: str | int) -> str:
+        return ":".join((self.settings.key_prefix, *map(str, parts)))
+
+    # -- connection -----------------------------------------------------------
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            timeout = self.settings.timeout_ms / 1000
+            self._client = redis.Redis.from_url(
+                self.settings.url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                # Retrying inside redis-py would multiply the time a SIP request
+                # waits on a dead Redis; the circuit breaker here retries instead.
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
+            )
+        return self._client
+
+    def reset(self) -> None:
+        """Forget the connection (after a fork, in Kamailio's child_init)."""
+        self._client = None
+        self._scripts = {}
+        self.bans = BanStore(self, self.bans.settings, [str(n) for n in self.bans.never_ban])
+
+    @property
+    def available(self) -> bool:
+        return self._down_since is None
+
+    def available_for_retry(self) -> bool:
+        """False while a recent failure says not to try yet."""
+        return self._down_since is None or self._clock() >= self._retry_at
+
+    def run(self, operation: Callable[[redis.Redis], T]) -> T:
+        """Run one Redis operation under the outage policy."""
+        now = self._clock()
+        if self._down_since is not None and now < self._retry_at:
+            raise StateUnavailable("redis is down (waiting before the next try)")
+        try:
+            result = operation(self.client)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            if self._down_since is None:
+                self._down_since = now
+                log.error(
+                    "redis unreachable at %s: %s; requests that need it now fail %s",
+                    self._safe_url(),
+                    exc,
+                    self.settings.on_failure,
+                )
+            self._retry_at = now + self.settings.retry_interval_s
+            raise StateUnavailable(str(exc)) from exc
+        if self._down_since is not None:
+            log.warning(
+                "redis reachable again at %s after %.1fs",
+                self._safe_url(),
+                now - self._down_since,
+            )
+            self._down_since = None
+        return result
+
+    def _safe_url(self) -> str:
+        # Never log a password embedded in the URL.
+        scheme, sep, rest = self.settings.url.partition("://")
+        return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}"
+
+    def script(self, source: str, keys: list[str], args: list[str | int]) -> Any:
+        """Run a Lua script (EVALSHA, loaded on first use): atomic, one round trip.
+
+        Cheaper in the worker than a MULTI pipeline, which redis-py builds
+        command by command in Python.
+        """
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return self.run(lambda client: script(keys=keys, args=args, client=client))

@@ -1,0 +1,304 @@
+"""Reference routing of the edge proxy: everything from outside goes to the PBX.
+
+- Requests from outside (remote users, trunks) go to the inside PBX.  Their
+  preloaded Route headers are removed, so nobody outside can use the SBC as an
+  open relay.  REGISTERs get a Path header (with the received address) so that
+  the PBX reaches the user back through the SBC, NAT included.
+- Requests from the PBX follow their Route set (the Path the PBX stored at
+  registration) or, when the Request-URI names a trunk's domain, go out
+  through that trunk.
+- In-dialog requests follow their Record-Route set.
+- Just before relaying, the request meets the chain again (the relay phase,
+  :meth:`sipshield.core.pipeline.Pipeline.run_relay`): the next hop, the SDP that
+  leaves and, for a CANCEL, its INVITE's source are known then.  The router
+  only routes: every refusal is a module's verdict, applied by
+  :mod:`sipshield.core.remediation` like the request phase's.
+
+Operators with their own routing keep it and call only the pipeline
+(see the drop-in configuration); this class is what the reference
+``kamailio.cfg`` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sipshield.checks.dialog_guard import DialogTokens
+from sipshield.checks.tls_policy import next_hop_is_tls
+from sipshield.core import remediation
+from sipshield.core.hop import Hop, Source
+from sipshield.core.policy import Policy, PolicyError
+from sipshield.core.site import Site
+from sipshield.edge.media import MEDIA_METHODS, OUT_LEG_PARAM, AnchoredSdp, Leg, MediaAnchor
+from sipshield.sip.ksr_message import read_pv
+from sipshield.sip.message import SipRequest
+
+log = logging.getLogger("sipshield.edge")
+
+OUTSIDE_DIALOG_FORMING = "IS"  # KSR.is_method_in letters: INVITE, SUBSCRIBE
+# Target-refreshing requests whose Contact must reach the party behind NAT
+# (KSR.is_method_in letters): INVITE, SUBSCRIBE, UPDATE (U), NOTIFY (N).
+TARGET_REFRESH = "ISUN"
+# nathelper's nat_uac_test flags: 1 private (RFC 1918/6598) Contact address,
+# 2 source address differs from the Via sent-by, 16 source port differs from it.
+NAT_TEST_REQUEST = 1 | 2 | 16
+# In a reply the topmost Via is ours: only the Contact tells.
+NAT_TEST_REPLY = 1
+# Requests whose success makes a user wait for requests from us (calls,
+# notifications): from behind NAT over UDP, its binding must be kept open.
+# TCP and TLS users keep their own connection open.
+KEEPALIVE_METHODS = ("REGISTER", "SUBSCRIBE")
+# The host of the message's (first) Contact URI, request or reply.
+CONTACT_HOST = "$(ct{nameaddr.uri}{uri.host})"
+
+
+# The relay phase: judge a request about to leave over a hop, and apply the
+# decision; True when it was stopped (answered or dropped).
+ScreenRelay = Callable[[SipRequest, Hop], bool]
+
+
+def _invite_source(ksr: Any) -> Source:
+    """The source of the INVITE that the current CANCEL matched (after t_check_trans)."""
+    pv = ksr.pv
+    return (
+        read_pv(pv, "$T_inv($si)") or "",
+        int(pv.get("$T_inv($sp)") or 0),
+        (read_pv(pv, "$T_inv($pr)") or "").lower(),
+    )
+
+
+class EdgeRouter:
+    def __init__(
+        self,
+        policy: Policy,
+        site: Site,
+        ksr: Any,
+        screen_relay: ScreenRelay | None = None,
+        media: MediaAnchor | None = None,
+        tokens: DialogTokens | None = None,
+    ) -> None:
+        self.ksr = ksr
+        # None when no module judges the relay phase: no hop to describe.
+        self.screen_relay = screen_relay
+        # Media anchoring in rtpengine (sipshield.edge.media), when the policy has media.
+        self.media = media
+        # Signed dialog tokens in our Record-Route (dialog_guard's keys), when enabled.
+        self.tokens = tokens
+        # Keepalive OPTIONS to users behind NAT, sent by Kamailio's nat_traversal
+        # (loaded by the reference kamailio.cfg; KSR has it only when loaded).
+        self.nat_keepalive = hasattr(ksr, "nat_traversal")
+        if not self.nat_keepalive:
+            log.warning(
+                "nat_traversal is not loaded: users registered from behind NAT get no keepalive"
+            )
+        self.site = site
+        self.record_route_address = policy.record_route_address
+        if self.record_route_address and ksr.is_myself(f"sip:{self.record_route_address}") <= 0:
+            raise PolicyError(
+                "record_route_address",
+                [
+                    f"record_route_address: {self.record_route_address} is not an address of "
+                    "this node; alias it in kamailio.cfg (define CLUSTER_ADDRESS)"
+                ],
+            )
+        self.trunk_by_domain = {
+            domain.lower(): f"sip:{trunk.config.target};transport={trunk.config.transport}"
+            for trunk in site.trunks
+            for domain in trunk.config.domains
+        }
+
+    def route(self, msg: SipRequest) -> None:
+        k = self.ksr
+        if k.maxfwd.process_maxfwd(10) < 0:
+            remediation.reply(k, 483, "Too Many Hops")
+            return
+        if msg.method == "CANCEL":
+            if k.tm.t_check_trans() > 0:
+                self._relay(msg)
+            elif self.screen_relay is not None:
+                # Nothing to cancel: cancel_guard answers 481; otherwise it is dropped.
+                self.screen_relay(msg, self._hop(msg, None, invite_source=None))
+            return
+        if msg.in_dialog:
+            self._route_in_dialog(msg)
+            return
+        if msg.method == "ACK":
+            # An ACK for a negative reply is absorbed by its transaction.
+            if k.tm.t_check_trans() > 0:
+                self._relay(msg)
+            return
+        if msg.method == "OPTIONS" and not k.corex.has_ruri_user() > 0 and k.is_myself_ruri():
+            remediation.reply(k, 200, "OK")
+            return
+        # Retransmissions are absorbed by the transaction they belong to.
+        if k.tmx.t_precheck_trans() > 0:
+            k.tm.t_check_trans()
+            return
+        if k.tm.t_check_trans() == 0:
+            return
+        if msg.from_pbx:
+            self._route_from_pbx(msg)
+        else:
+            self._route_from_outside(msg)
+
+    def _route_in_dialog(self, msg: SipRequest) -> None:
+        k = self.ksr
+        if k.rr.loose_route() > 0:
+            if not msg.from_pbx:
+                self._mark_nated_contact(NAT_TEST_REQUEST)
+                # A refreshed subscription extends its keepalive.
+                self._keep_reachable(msg)
+            if not read_pv(k.pv, "$du"):
+                # No Route left: the next hop is the Request-URI, and a Contact
+                # marked with ;alias= (behind NAT, or a GRUU) is reached at its
+                # source address instead.
+                k.nathelper.handle_ruri_alias()
+                if not read_pv(k.pv, "$du") and self._in_own_domain("$rd"):
+                    # Our own domain never goes to DNS: its registrar is the PBX.
+                    k.setdsturi(self.site.pbx_uri)
+            self._relay(msg)
+        elif msg.method == "ACK":
+            if k.tm.t_check_trans() > 0:
+                self._relay(msg)
+        else:
+            remediation.reply(k, 404, "Not Here")
+
+    def _route_from_outside(self, msg: SipRequest) -> None:
+        k = self.ksr
+        k.hdr.remove("Route")
+        self._keep_reachable(msg)
+        if msg.method == "REGISTER":
+            # The registrar (the PBX) keeps the Contact as sent; the Path's
+            # "received" brings requests back to the NAT binding.
+            k.path.add_path_received()
+        elif k.is_method_in(OUTSIDE_DIALOG_FORMING):
+            self._mark_nated_contact(NAT_TEST_REQUEST)
+            self._record_route()
+            if self.tokens is not None:
+                self.tokens.sign_leg(k, msg, towards_outside=False)
+        k.setdsturi(self.site.pbx_uri)
+        self._relay(msg)
+
+    def _route_from_pbx(self, msg: SipRequest) -> None:
+        k = self.ksr
+        if k.is_method_in(OUTSIDE_DIALOG_FORMING):
+            self._record_route()
+            if self.media is not None:
+                # In-dialog requests of this crossing find its media leg by this.
+                k.rr.add_rr_param(";" + OUT_LEG_PARAM)
+        # The PBX preloads the Path it stored at registration; the "received"
+        # parameter in it becomes the destination (NAT traversal).
+        if k.rr.loose_route_preloaded() > 0:
+            self._sign_towards_outside(msg)
+            self._relay(msg)
+            return
+        trunk = self.trunk_by_domain.get((read_pv(k.pv, "$rd") or "").lower())
+        if trunk is None:
+            remediation.reply(k, 404, "No Route")
+            return
+        k.setdsturi(trunk)
+        self._sign_towards_outside(msg)
+        self._relay(msg)
+
+    def _mark_nated_contact(self, test: int) -> None:
+        """A party behind NAT gets ``;alias=source`` on its Contact, for handle_ruri_alias.
+
+        So does a Contact in our own domain: a GRUU (RFC 5627) that the PBX's
+        registrar granted, which linphone uses by default.  The domain may not
+        resolve (it does not in the lab), and the party is where its request
+        or reply came from.
+        """
+        k = self.ksr
+        if k.is_method_in(TARGET_REFRESH) and (
+            k.nathelper.nat_uac_test(test) > 0 or self._in_own_domain(CONTACT_HOST)
+        ):
+            k.nathelper.add_contact_alias()
+
+    def _in_own_domain(self, host_spec: str) -> bool:
+        return (read_pv(self.ksr.pv, host_spec) or "").lower() == self.site.domain
+
+    def _keep_reachable(self, msg: SipRequest) -> None:
+        """Keep a UDP user behind NAT reachable while its registration or subscription lasts.
+
+        nat_traversal reads the expiry from the 2xx that comes back and sends
+        an OPTIONS to the request's source once per keepalive interval, from
+        the socket the request arrived on, until then; a failed request or an
+        expiry of 0 ends it.
+        """
+        if (
+            self.nat_keepalive
+            and msg.transport == "udp"
+            and msg.method in KEEPALIVE_METHODS
+            and self.ksr.nathelper.nat_uac_test(NAT_TEST_REQUEST) > 0
+        ):
+            self.ksr.nat_traversal.nat_keepalive()
+
+    def on_reply(self) -> None:
+        """Every reply (Kamailio's core reply route): a callee behind NAT keeps reachable."""
+        k = self.ksr
+        from_pbx = self.site.is_pbx(read_pv(k.pv, "$si") or "", int(k.pv.get("$sp") or 0))
+        status = int(k.pv.get("$rs") or 0)
+        if not from_pbx and 100 < status < 300:
+            self._mark_nated_contact(NAT_TEST_REPLY)
+
+    def _record_route(self) -> None:
+        # A cluster names its shared address, so any node takes the next request.
+        if self.record_route_address is None:
+            self.ksr.rr.record_route()
+        else:
+            self.ksr.rr.record_route_advertised_address(self.record_route_address)
+
+    def _sign_towards_outside(self, msg: SipRequest) -> None:
+        # The callee leg binds the next hop, so the destination must be set first.
+        if self.tokens is not None and self.ksr.is_method_in(OUTSIDE_DIALOG_FORMING):
+            self.tokens.sign_leg(self.ksr, msg, towards_outside=True)
+
+    def _relay(self, msg: SipRequest) -> None:
+        k = self.ksr
+        leg, anchored = None, None
+        if self.media is not None and msg.method in MEDIA_METHODS:
+            leg = self._media_leg(msg)
+            outcome = self.media.on_request(msg, leg)
+            if outcome.refusal is not None:
+                remediation.reply(k, outcome.refusal.code, outcome.refusal.reason)
+                return
+            anchored = outcome.anchored
+        if self.screen_relay is not None:
+            invite = _invite_source(k) if msg.method == "CANCEL" else None
+            if self.screen_relay(msg, self._hop(msg, anchored, invite)):
+                if anchored is not None and leg is not None and not msg.in_dialog:
+                    self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
+                return
+        if anchored is not None:
+            # In a multipart body (SIP-I) only the SDP part changes.
+            remediation.rewrite_sdp(k, anchored.part, anchored.sdp)
+        if leg is not None:
+            self.media.arm(msg, leg)  # type: ignore[union-attr]
+        if k.tm.t_relay() < 0:
+            remediation.reply_relay_error(k)
+            if anchored is not None and leg is not None and not msg.in_dialog:
+                self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
+
+    def _hop(
+        self, msg: SipRequest, anchored: AnchoredSdp | None, invite_source: Source | None
+    ) -> Hop:
+        pv = self.ksr.pv
+        ruri = read_pv(pv, "$ru") or ""
+        next_hop = read_pv(pv, "$du") or ruri
+        return Hop(
+            next_hop=next_hop,
+            ruri=ruri,
+            tls=next_hop_is_tls(next_hop),
+            anchored=anchored.sdp if anchored is not None else None,
+            invite_source=invite_source,
+        )
+
+    def _media_leg(self, msg: SipRequest) -> Leg:
+        k = self.ksr
+        from_pbx = msg.from_pbx
+        # In dialog, our Record-Route (now the consumed Route) says which crossing.
+        out_leg = k.rr.check_route_param(OUT_LEG_PARAM) > 0 if msg.in_dialog else from_pbx
+        next_hop = (read_pv(k.pv, "$nh(d)") or "", (read_pv(k.pv, "$nh(P)") or "").lower())
+        return self.media.leg(msg, from_pbx, out_leg, next_hop)  # type: ignore[union-attr]

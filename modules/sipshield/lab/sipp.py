@@ -1,0 +1,197 @@
+"""Run SIPp scenarios (Debian's sip-tester) and read their outcome.
+
+The scenarios live in ``tests/sipp/``; the tests, the benchmarks and anyone who
+wants to run the attack suite against their own deployment use this runner.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sipshield.lab.net import free_port
+
+SCENARIO_DIR = Path(__file__).resolve().parents[3] / "tests" / "sipp"
+TRANSPORT_FLAG = {"udp": "u1", "tcp": "t1", "tls": "l1"}
+_COUNTER = re.compile(r"^\s*(Successful call|Failed call)\s+\|\s+\d+\s+\|\s+(\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    output: str
+    errors: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.failed == 0 and self.successful > 0
+
+    def explain(self) -> str:
+        return (
+            f"sipp exit {self.returncode}, {self.successful} ok, {self.failed} failed\n"
+            f"--- errors ---\n{self.errors[-3000:]}\n--- output ---\n{self.output[-2000:]}"
+        )
+
+
+def credentials_file(path: Path, credentials: list[tuple[str, str]]) -> Path:
+    """An injection file for the *_many scenarios: one user per call.
+
+    SIPp expands keywords that come from a field, but not fields nested in a
+    keyword, so the whole [authentication ...] keyword is the second field.
+    """
+    lines = ["SEQUENTIAL"] + [
+        f"{user};[authentication username={user} password={password}]"
+        for user, password in credentials
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sipp_command(
+    scenario: str,
+    target: str,
+    *,
+    service: str = "",
+    transport: str = "udp",
+    local_ip: str = "127.0.0.1",
+    local_port: int | None = None,
+    keys: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    calls: int = 1,
+    rate: float | None = None,
+    max_concurrent: int | None = None,
+    timeout_s: int = 30,
+    talk_ms: int = 500,
+    recv_timeout_ms: int | None = None,
+    injection_file: Path | None = None,
+    workdir: Path,
+) -> list[str]:
+    path = (
+        Path(scenario)
+        if scenario.endswith(".xml") and "/" in scenario
+        else (SCENARIO_DIR / f"{scenario}.xml")
+    )
+    argv = [
+        "sipp",
+        target,
+        "-sf",
+        str(path),
+        "-t",
+        TRANSPORT_FLAG[transport],
+        "-i",
+        local_ip,
+        "-m",
+        str(calls),
+        "-nostdin",
+        "-timeout",
+        f"{timeout_s}s",
+        "-timeout_error",
+        "-trace_err",
+        "-error_file",
+        str(workdir / "errors.log"),
+        "-trace_screen",
+        "-screen_file",
+        str(workdir / "screen.log"),
+        "-mi",
+        local_ip,
+    ]
+    # An explicit free port: SIPp's default (5060) would clash between runs.
+    argv += ["-p", str(local_port or free_port(local_ip))]
+    if service:
+        argv += ["-s", service]
+    if auth:
+        argv += ["-au", auth[0], "-ap", auth[1]]
+    if rate is not None:
+        argv += ["-r", str(rate), "-rp", "1000"]
+    if recv_timeout_ms is not None:
+        # A call waiting longer than this for a message counts as failed.
+        argv += ["-recv_timeout", str(recv_timeout_ms)]
+    if max_concurrent is not None:
+        argv += ["-l", str(max_concurrent)]
+    argv += ["-d", str(talk_ms)]
+    if injection_file is not None:
+        argv += ["-inf", str(injection_file)]
+    defaults = {"expires": "300", "user_agent": "sipshield-test"}
+    for name, value in {**defaults, **(keys or {})}.items():
+        argv += ["-key", name, value]
+    return argv
+
+
+def _result(proc: subprocess.CompletedProcess, workdir: Path) -> SippResult:
+    screen = (
+        (workdir / "screen.log").read_text(errors="replace")
+        if (workdir / "screen.log").exists()
+        else ""
+    )
+    counters = {name: int(value) for name, value in _COUNTER.findall(screen)}
+    errors = (
+        (workdir / "errors.log").read_text(errors="replace")
+        if (workdir / "errors.log").exists()
+        else ""
+    )
+    return SippResult(
+        returncode=proc.returncode,
+        successful=counters.get("Successful call", 0),
+        failed=counters.get("Failed call", 0),
+        output=proc.stdout + proc.stderr + screen,
+        errors=errors,
+    )
+
+
+def run_sipp(scenario: str, target: str, **options: object) -> SippResult:
+    """Run a scenario to its end (a UAC); options are those of :func:`sipp_command`."""
+    timeout_s = int(options.get("timeout_s", 30))  # type: ignore[call-overload]
+    with tempfile.TemporaryDirectory(prefix="sipp-") as tmp:
+        workdir = Path(tmp)
+        argv = sipp_command(scenario, target, workdir=workdir, **options)  # type: ignore[arg-type]
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout_s + 30, check=False, cwd=tmp
+        )
+        return _result(proc, workdir)
+
+
+class SippServer:
+    """A SIPp UAS running in the background until :meth:`finish`."""
+
+    def __init__(
+        self,
+        scenario: str,
+        *,
+        local_port: int,
+        calls: int = 1,
+        extra_argv: tuple[str, ...] = (),
+        **options: object,
+    ):
+        self._tmp = tempfile.TemporaryDirectory(prefix="sipp-uas-")
+        self.workdir = Path(self._tmp.name)
+        argv = sipp_command(
+            scenario,
+            "",
+            local_port=local_port,
+            calls=calls,
+            workdir=self.workdir,
+            **options,  # type: ignore[arg-type]
+        )
+        argv.remove("")  # a UAS has no target
+        argv += extra_argv
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.workdir
+        )
+
+    def finish(self, timeout_s: float = 30) -> SippResult:
+        try:
+            out, err = self.proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        result = _result(
+            subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err),
+            self.workdir,
+        )
+        self._tmp.cleanup()
+        return result

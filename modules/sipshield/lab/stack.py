@@ -1,0 +1,511 @@
+"""The lab: Redis, rtpengine, the sipshield SBC and a PBX, on loopback.
+
+``up`` picks free ports, writes everything it generates into one directory
+(policy, TLS certificates, configuration, logs, ``lab.json``), starts the four
+services and returns once each one answers.  ``down`` stops every process
+``lab.json`` lists and waits until they are gone.  Two labs in two directories
+run side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from sipshield.core.policy import Policy, load_policy
+from sipshield.lab.net import free_port
+from sipshield.lab.sip_probe import send_request
+from sipshield.lab.tls_material import LabCertificates, make_lab_certificates
+from sipshield.ops.tls_config import render_tls_cfg
+from sipshield.rtpengine import NgError, RtpengineClient
+from sipshield.sip.dialog_tokens import rotate_key_file
+
+LAB_USERS = ("alice", "bob", "carol", "dave")
+# Numbered users for crowds: an office behind one NAT address, load tests.
+LAB_NUMBERED_USERS = tuple(f"u{n}" for n in range(1000, 1060))
+DOMAIN = "sipshield.lab"
+READY_TIMEOUT_S = 20.0
+
+
+class LabError(RuntimeError):
+    """The lab could not be brought up or down; the message says which service and why."""
+
+
+def config_dir() -> Path:
+    """Where kamailio.cfg and the KEMI entry live (source tree or installed copy)."""
+    candidates = [
+        Path(os.environ.get("SIPSHIELD_CFG_DIR", "/nonexistent")),
+        Path(__file__).resolve().parents[3] / "kamailio-cfg",
+        Path(sys.prefix) / "share" / "sipshield",
+    ]
+    for candidate in candidates:
+        if (candidate / "kamailio.cfg").is_file():
+            return candidate
+    raise LabError("cannot find kamailio.cfg; set SIPSHIELD_CFG_DIR")
+
+
+RTP_PORTS = (20000, 59999)
+RTP_BLOCK = 1000
+
+
+def _port_blocks(count: int) -> list[tuple[int, int]]:
+    """``count`` ranges of media ports that no running rtpengine uses.
+
+    rtpengine binds its media ports with SO_REUSEADDR as calls need them, so
+    two engines given the same range would both bind a port and take each
+    other's media: every rtpengine of every lab on the machine gets its own.
+    """
+    busy = _running_rtpengine_ranges()
+    free = [
+        (start, start + RTP_BLOCK - 1)
+        for start in range(RTP_PORTS[0], RTP_PORTS[1], RTP_BLOCK)
+        if not any(low <= start + RTP_BLOCK - 1 and start <= high for low, high in busy)
+    ]
+    if len(free) < count:
+        raise LabError("no free media port range: too many rtpengines running; stop a lab")
+    return sorted(secrets.SystemRandom().sample(free, count))
+
+
+def _running_rtpengine_ranges() -> list[tuple[int, int]]:
+    """The --port-min/--port-max of each rtpengine process running here."""
+    ranges = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if not argv or Path(argv[0]).name != "rtpengine":
+            continue
+        options = dict(a.removeprefix("--").split("=", 1) for a in argv if "=" in a)
+        with contextlib.suppress(KeyError, ValueError):
+            ranges.append((int(options["port-min"]), int(options["port-max"])))
+    return ranges
+
+
+def rtpengine_count(policy: Policy) -> int:
+    """The lab starts as many rtpengines as the policy's media section names (failover)."""
+    return len(policy.media.rtpengine.ng) if policy.media is not None else 1
+
+
+@dataclass
+class Lab:
+    directory: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def json_path(self) -> Path:
+        return self.directory / "lab.json"
+
+    @classmethod
+    def load(cls, directory: Path) -> Lab:
+        lab = cls(directory)
+        try:
+            lab.info = json.loads(lab.json_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LabError(f"no running lab in {directory}: {exc}") from None
+        return lab
+
+    def save(self) -> None:
+        tmp = self.json_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.info, indent=2) + "\n")
+        tmp.replace(self.json_path)
+
+
+def _lab_policy(
+    policy: Policy,
+    ports: dict[str, int],
+    directory: Path,
+    tls: LabCertificates,
+    sip_address: str = "127.0.0.1",
+) -> Policy:
+    host = "127.0.0.1"
+    data = policy.model_dump(mode="json")
+    data["domain"] = DOMAIN
+    # The lab's own certificates, where the policy names none of its own.
+    if data["tls"]["certificate"] is None:
+        data["tls"]["certificate"] = str(tls.server_cert)
+        data["tls"]["private_key"] = str(tls.server_key)
+    if data["tls"]["ca_list"] is None:
+        data["tls"]["ca_list"] = str(tls.ca_cert)
+    data["listeners"] = {
+        "udp": f"{sip_address}:{ports['sip']}",
+        "tcp": f"{sip_address}:{ports['sip']}",
+        "tls": f"{sip_address}:{ports['tls']}",
+    }
+    data["peers"]["pbx"] = {"address": f"{host}:{ports['pbx']}", "transport": "udp"}
+    data["redis"]["url"] = f"redis://{host}:{ports['redis']}/0"
+    data["events"]["file"] = str(directory / "events.jsonl")
+    # Dialog-token keys (dialog_guard): the lab's own, where the policy's file is absent.
+    for entry in data["modules"]:
+        if entry["name"] == "dialog_guard" and not Path(entry["key_file"]).is_file():
+            entry["key_file"] = str(directory / "dialog-keys")
+            if not (directory / "dialog-keys").exists():
+                rotate_key_file(directory / "dialog-keys")
+    if data.get("media"):
+        # Media is anchored in the lab's own rtpengines, one per address the policy names.
+        data["media"]["rtpengine"]["ng"] = [
+            f"{host}:{ports[_ng_name(i)]}" for i in range(len(data["media"]["rtpengine"]["ng"]))
+        ]
+    return Policy.model_validate(data)
+
+
+def _ng_name(index: int) -> str:
+    """The lab's name of the n-th rtpengine (its pid, log and port entries)."""
+    return "rtpengine" if index == 0 else f"rtpengine{index + 1}"
+
+
+def _wait(what: str, check: Callable[[], bool], log: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"{what} exited with {proc.returncode}; see {log}:\n{_tail(log)}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise LabError(f"{what} did not answer within {READY_TIMEOUT_S:.0f}s; see {log}:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _udp_bound(port: int) -> bool:
+    """True when something listens on UDP ``port`` (read from /proc, no packet sent)."""
+    hex_port = f":{port:04X}"
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as fh:
+            if any(line.split()[1].endswith(hex_port) for line in fh.readlines()[1:]):
+                return True
+    return False
+
+
+def up(
+    policy_path: Path,
+    directory: Path,
+    sbc_config: Path | None = None,
+    sip_address: str = "127.0.0.1",
+    nat_keepalive_interval: int = 30,
+) -> Lab:
+    """Start the lab; ``sbc_config`` replaces sipshield's kamailio.cfg (benchmark references).
+
+    The SBC's SIP listeners take ``sip_address`` (e.g. a veth address inside a
+    network namespace, for tests that attack from outside); every other
+    service stays on loopback.  ``nat_keepalive_interval`` is the seconds
+    between keepalive OPTIONS to users registered from behind NAT.
+    """
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "lab.json").exists():
+        stale = Lab.load(directory)
+        if any(group_members(pid) for pid in stale.info.get("pids", {}).values()):
+            raise LabError(
+                f"{directory} holds a running lab; run `sipshield lab down --dir {directory}`"
+            )
+        # Left by a lab that died without `down` (a reboot, a kill -9): reuse the place.
+        stale.json_path.rename(directory / "lab.json.stale")
+    for tool in ("kamailio", "redis-server", "rtpengine"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise LabError(f"{tool} is not installed; run `make setup`")
+    policy = load_policy(policy_path)
+    engines = [_ng_name(i) for i in range(rtpengine_count(policy))]
+    ports = {name: free_port() for name in ("pbx", "redis", *engines)}
+    ports |= {name: free_port(sip_address) for name in ("sip", "tls")}
+    port_blocks = dict(zip(engines, _port_blocks(len(engines)), strict=True))
+    names = ["localhost", DOMAIN, "127.0.0.1"]
+    tls = make_lab_certificates(
+        directory / "tls", server_names=names + ([sip_address] if sip_address not in names else [])
+    )
+    lab_policy = _lab_policy(policy, ports, directory, tls, sip_address)
+    policy_file = directory / "policy.yaml"
+    policy_file.write_text(
+        "# Generated by `sipshield lab up` from "
+        + str(policy_path)
+        + "\n"
+        + yaml.safe_dump(lab_policy.model_dump(mode="json"), sort_keys=False)
+    )
+    users = [
+        {"username": name, "password": secrets.token_hex(6)}
+        for name in LAB_USERS + LAB_NUMBERED_USERS
+    ]
+    cfg = config_dir()
+    (directory / "tls.cfg").write_text(render_tls_cfg(lab_policy))
+    shutil.copy(cfg / "pbx.cfg", directory / "pbx.cfg")
+    (directory / "pbx-users.cfg").write_text(
+        "event_route[htable:mod-init] {\n"
+        + "".join(f'\t$sht(users=>{u["username"]}) = "{u["password"]}";\n' for u in users)
+        + "}\n"
+    )
+    for name in ("run-sbc", "run-pbx", "redis"):
+        (directory / name).mkdir(exist_ok=True)
+
+    lab = Lab(directory)
+    host = "127.0.0.1"
+    logs = {name: str(directory / f"{name}.log") for name in ("redis", *engines, "pbx", "sbc")}
+    lab.info = {
+        "sip": {
+            "udp": f"{sip_address}:{ports['sip']}",
+            "tcp": f"{sip_address}:{ports['sip']}",
+            "tls": f"{sip_address}:{ports['tls']}",
+        },
+        "redis": lab_policy.redis.url,
+        "rtpengine_ng": f"{host}:{ports['rtpengine']}",
+        "rtp_ports": list(port_blocks["rtpengine"]),
+        # Every rtpengine, first one included (more when the policy names more).
+        "rtpengines": [
+            {"name": name, "ng": f"{host}:{ports[name]}", "rtp_ports": list(port_blocks[name])}
+            for name in engines
+        ],
+        "pbx": {"udp": f"{host}:{ports['pbx']}"},
+        "domain": DOMAIN,
+        "users": users,
+        "policy": str(policy_file),
+        "events": str(directory / "events.jsonl"),
+        "tls": {
+            "ca": str(tls.ca_cert),
+            "client_cert": str(tls.client_cert),
+            "client_key": str(tls.client_key),
+        },
+        "logs": logs,
+        "pids": {},
+        # How each service was started, so a test or an operator can restart one.
+        "commands": {},
+    }
+    lab.save()
+
+    def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        with open(logs[name], "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+                env={**os.environ, **(env or {})},
+                # Own process group: `down` stops Kamailio's children with it.
+                start_new_session=True,
+            )
+        lab.info["pids"][name] = proc.pid
+        lab.info["commands"][name] = argv
+        lab.save()
+        return proc
+
+    try:
+        proc = start(
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                host,
+                "--port",
+                str(ports["redis"]),
+                "--dir",
+                str(directory / "redis"),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+                "--daemonize",
+                "no",
+            ],
+        )
+        _wait(
+            "redis",
+            lambda: redis.Redis(host=host, port=ports["redis"], socket_timeout=0.5).ping(),
+            Path(logs["redis"]),
+            proc,
+        )
+
+        for name in engines:
+            rtp_min, rtp_max = port_blocks[name]
+            proc = start(
+                name,
+                [
+                    "rtpengine",
+                    "--config-file=none",
+                    "--table=-1",
+                    f"--interface={host}",
+                    f"--listen-ng={host}:{ports[name]}",
+                    f"--port-min={rtp_min}",
+                    f"--port-max={rtp_max}",
+                    "--foreground",
+                    "--log-stderr",
+                    "--log-level=6",
+                    f"--pidfile={directory / (name + '.pid')}",
+                ],
+            )
+            address = (host, ports[name])
+            _wait(name, lambda a=address: _pong(a), Path(logs[name]), proc)
+
+        proc = start(
+            "pbx",
+            [
+                "kamailio",
+                "-f",
+                str(directory / "pbx.cfg"),
+                "-DD",
+                "-E",
+                "-w",
+                str(directory),
+                "-Y",
+                str(directory / "run-pbx"),
+                "-A",
+                f"PBX_LISTEN=udp:{host}:{ports['pbx']}",
+                "-A",
+                f'SBC_ADDR="{sip_address}"',
+                "-A",
+                f"SBC_PORT={ports['sip']}",
+                "-A",
+                f"DOMAIN_NAME={DOMAIN}",
+            ],
+        )
+        _wait("pbx", lambda: _udp_bound(ports["pbx"]), Path(logs["pbx"]), proc)
+
+        site_packages = sysconfig.get_paths()["purelib"]
+        python_path = os.pathsep.join(
+            p for p in (site_packages, os.environ.get("PYTHONPATH", "")) if p
+        )
+        proc = start(
+            "sbc",
+            [
+                "kamailio",
+                "-f",
+                str(sbc_config.resolve() if sbc_config else cfg / "kamailio.cfg"),
+                "-DD",
+                "-E",
+                "-w",
+                str(directory),
+                "-Y",
+                str(directory / "run-sbc"),
+                "-A",
+                f"SIP_UDP=udp:{sip_address}:{ports['sip']}",
+                "-A",
+                f"SIP_TCP=tcp:{sip_address}:{ports['sip']}",
+                "-A",
+                f"SIP_TLS=tls:{sip_address}:{ports['tls']}",
+                "-A",
+                f'TLS_CFG="{directory / "tls.cfg"}"',
+                "-A",
+                f'SIPSHIELD_ENTRY="{cfg / "sipshield_kemi.py"}"',
+                "-A",
+                "WORKERS=2",
+                "-A",
+                f"NAT_KEEPALIVE_INTERVAL={nat_keepalive_interval}",
+                # For reference configurations that route natively (benchmarks).
+                "-A",
+                f'PBX_URI="sip:{host}:{ports["pbx"]};transport=udp"',
+                "-A",
+                f'PBX_ADDR="{host}"',
+                "-A",
+                f"PBX_PORT={ports['pbx']}",
+            ],
+            env={"SIPSHIELD_POLICY": str(policy_file), "PYTHONPATH": python_path},
+        )
+        _wait(
+            "sbc",
+            lambda: (
+                send_request((sip_address, ports["sip"]), timeout=0.5, source_ip=sip_address) == 200
+            ),
+            Path(logs["sbc"]),
+            proc,
+        )
+    except BaseException:
+        down(directory)
+        raise
+    return lab
+
+
+def _pong(address: tuple[str, int]) -> bool:
+    # A fresh client each time: one that saw a failure marks the instance dead.
+    # Its warnings are expected while rtpengine starts; the deadline reports a real failure.
+    client = RtpengineClient([address], timeout=0.3, retries=0)
+    quiet = logging.getLogger("sipshield.rtpengine")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        client.ping()
+    except NgError:
+        return False
+    finally:
+        quiet.setLevel(level)
+        client.close()
+    return True
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time so far of every live process in a process group.
+
+    A Kamailio's cost is the sum over its main process and all its workers;
+    benchmarks read this before and after a load.
+    """
+    total = 0
+    for pid in group_members(pgid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def down(directory: Path, timeout: float = 10.0) -> list[str]:
+    """Stop every process of the lab in ``directory``; return what was stopped."""
+    directory = directory.resolve()
+    lab = Lab.load(directory)
+    pids: dict[str, int] = lab.info.get("pids", {})
+    stopped = []
+    # Reverse start order: the SBC goes before what it depends on.
+    for name, pid in reversed(list(pids.items())):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and group_members(pid):
+                time.sleep(0.05)
+            if not group_members(pid):
+                break
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        stopped.append(name)
+    if any(group_members(pid) for pid in pids.values()):
+        raise LabError(f"processes of the lab in {directory} survived SIGKILL")
+    lab.json_path.rename(directory / "lab.json.down")
+    return stopped

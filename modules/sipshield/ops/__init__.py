@@ -1,0 +1,1 @@
+"""What operators run: the ``sipshield`` command, nft-sync, tls.cfg rendering."""

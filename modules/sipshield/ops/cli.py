@@ -1,0 +1,339 @@
+"""The ``sipshield`` command.
+
+sipshield policy check FILE
+sipshield lab up --policy FILE --dir DIR [--detach]
+sipshield lab down --dir DIR
+sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
+sipshield nft-sync (--lab DIR | --redis URL) [--prefix P] [--table NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipshield.core.bans import BanStore
+    from sipshield.core.policy import Policy, PolicyError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+def _report(exc: PolicyError) -> int:
+    for line in exc.errors:
+        print(line, file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _load_policy(path: str) -> Policy | None:
+    """The validated policy, or None after printing every error (file:line: field)."""
+    from sipshield.core.policy import PolicyError, load_policy
+
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        _report(exc)
+        return None
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.file)
+    if policy is None:
+        return EXIT_INVALID
+    names = ", ".join(f"{m.name}({m.mode})" for m in policy.modules) or "no modules"
+    print(f"{args.file}: valid; modules: {names}")
+    return EXIT_OK
+
+
+def _tls_config(args: argparse.Namespace) -> int:
+    from sipshield.ops.tls_config import render_tls_cfg
+
+    policy = _load_policy(args.file)
+    if policy is None:
+        return EXIT_INVALID
+    try:
+        sys.stdout.write(render_tls_cfg(policy))
+    except ValueError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _print_lab(info: dict) -> None:
+    print("sipshield lab is up:")
+    for transport, address in info["sip"].items():
+        print(f"  SBC SIP {transport:<4}     {address}")
+    print(f"  PBX (inside)     udp {info['pbx']['udp']}  (reachable only through the SBC)")
+    print(f"  Redis            {info['redis']}")
+    print(f"  rtpengine ng     {info['rtpengine_ng']}")
+    print(f"  domain           {info['domain']}")
+    named = [u for u in info["users"] if not u["username"][1:].isdigit()]
+    crowd = len(info["users"]) - len(named)
+    users = ", ".join(f"{u['username']}/{u['password']}" for u in named)
+    print(f"  users            {users}")
+    if crowd:
+        print(f"                   and {crowd} numbered users for crowds (passwords in lab.json)")
+    print(f"  events           {info['events']}")
+    print("  logs             " + "\n                   ".join(info["logs"].values()))
+    from sipshield.core.policy import load_policy
+    from sipshield.lab.calling import softphone_settings
+
+    print("\n".join(softphone_settings(info, load_policy(info["policy"]))))
+
+
+def _follow_file(path: Path, stop: list[bool]) -> None:
+    path.touch()
+    with path.open() as fh:
+        fh.seek(0, 2)
+        while not stop:
+            line = fh.readline()
+            if line:
+                print(line.rstrip(), flush=True)
+            else:
+                time.sleep(0.2)
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from sipshield.core.policy import PolicyError
+    from sipshield.lab import stack as lab
+
+    directory = Path(args.dir)
+    if args.lab_command == "down":
+        try:
+            stopped = lab.down(directory)
+        except lab.LabError as exc:
+            print(f"sipshield lab down: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"stopped: {', '.join(stopped) or 'nothing'}")
+        return EXIT_OK
+    try:
+        sbc_config = Path(args.sbc_config) if args.sbc_config else None
+        running = lab.up(
+            Path(args.policy),
+            directory,
+            sbc_config,
+            args.sip_address,
+            args.nat_keepalive_interval,
+        )
+    except PolicyError as exc:
+        return _report(exc)
+    except lab.LabError as exc:
+        print(f"sipshield lab up: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    _print_lab(running.info)
+    if args.detach:
+        print(f"stop it with: sipshield lab down --dir {directory}")
+        return EXIT_OK
+    stop: list[bool] = []
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.append(True)
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print("security events follow (Ctrl-C stops the lab):", flush=True)
+    try:
+        _follow_file(Path(running.info["events"]), stop)
+    finally:
+        print("stopping the lab ...", flush=True)
+        lab.down(directory)
+        print("lab stopped; no process left behind.", flush=True)
+    return EXIT_OK
+
+
+def _redis_url(args: argparse.Namespace) -> str:
+    """The Redis URL from --redis, or from the lab.json of --lab."""
+    if args.lab:
+        return json.loads((Path(args.lab) / "lab.json").read_text())["redis"]
+    if not args.redis:
+        raise SystemExit(f"sipshield {args.command}: give --lab DIR or --redis URL")
+    return args.redis
+
+
+def _events(args: argparse.Namespace) -> int:
+    import redis
+
+    url = _redis_url(args)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    stream = f"{args.prefix}:events"
+    try:
+        last = "0"
+        for entry_id, fields in client.xrange(stream, count=args.count):
+            print(fields["event"])
+            last = entry_id
+        while args.follow:
+            for _, entries in client.xread({stream: last}, block=1000) or []:
+                for entry_id, fields in entries:
+                    print(fields["event"], flush=True)
+                    last = entry_id
+    except redis.RedisError as exc:
+        print(f"sipshield events: redis at {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _ban_store(args: argparse.Namespace) -> BanStore:
+    from sipshield.core.state import RedisSettings, SharedState
+
+    return SharedState(
+        RedisSettings(url=_redis_url(args), key_prefix=args.prefix, timeout_ms=2000)
+    ).bans
+
+
+def _bans(args: argparse.Namespace) -> int:
+    import time
+
+    from sipshield.core.state import StateUnavailable
+
+    store = _ban_store(args)
+    try:
+        if args.bans_command == "list":
+            now = time.time()
+            records = sorted(store.list(), key=lambda r: r.expires)
+            if not records:
+                print("no active bans")
+            for r in records:
+                print(
+                    f"{r.scope:<32} age {now - r.created:>7.0f}s  expires in "
+                    f"{r.expires - now:>7.0f}s  hits {r.hits:<6} offence {r.offense}  "
+                    f"[{r.module}] {r.reason}"
+                )
+        elif args.bans_command == "add":
+            record = store.add(args.ip, args.reason, "manual", args.user or "", args.ttl)
+            print(f"banned {record.scope} for {record.ttl_s}s" if record else "not banned")
+        else:
+            removed = store.remove(args.ip, args.user or "")
+            print(f"unbanned {args.ip}" if removed else f"{args.ip} was not banned")
+    except StateUnavailable as exc:
+        print(f"sipshield bans: redis unavailable: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _nft_sync(args: argparse.Namespace) -> int:
+    import logging
+    import shutil
+    import threading
+
+    from sipshield.ops.nft_sync import BanMirror, NftError, NftTable
+
+    store = _ban_store(args)
+    if not shutil.which("nft"):
+        print("sipshield nft-sync: nft is not installed (Debian package nftables)", file=sys.stderr)
+        return EXIT_FAILURE
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s nft-sync %(levelname)s %(message)s", force=True
+    )
+    mirror = BanMirror(
+        store.state.settings.url, store.index_key, store.channel, NftTable(args.table)
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    mirror.run(stop)
+    try:
+        mirror.delete_table()
+    except NftError as exc:
+        print(f"sipshield nft-sync: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sipshield", description="SIP security controller")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    policy = commands.add_parser("policy", help="work with policy files")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="validate a policy (exit 0 valid, 2 not)")
+    check.add_argument("file")
+    check.set_defaults(run=_policy_check)
+
+    tls = commands.add_parser("tls-config", help="print Kamailio's tls.cfg for a policy")
+    tls.add_argument("file", help="the policy")
+    tls.set_defaults(run=_tls_config)
+
+    lab = commands.add_parser("lab", help="run the loopback lab")
+    lab_commands = lab.add_subparsers(dest="lab_command", required=True)
+    lab_up = lab_commands.add_parser("up", help="start Redis, rtpengine, the SBC and a PBX")
+    lab_up.add_argument("--policy", required=True)
+    lab_up.add_argument("--dir", required=True)
+    lab_up.add_argument("--detach", action="store_true", help="return once everything answers")
+    lab_up.add_argument(
+        "--sbc-config",
+        help="run this kamailio.cfg as the SBC instead of sipshield's (benchmark references)",
+    )
+    lab_up.add_argument(
+        "--sip-address",
+        default="127.0.0.1",
+        help="where the SBC's SIP listeners bind (other services stay on 127.0.0.1)",
+    )
+    lab_up.add_argument(
+        "--nat-keepalive-interval",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="between keepalive OPTIONS to users registered from behind NAT (0: none)",
+    )
+    lab_up.set_defaults(run=_lab)
+    lab_down = lab_commands.add_parser("down", help="stop every process of a lab")
+    lab_down.add_argument("--dir", required=True)
+    lab_down.set_defaults(run=_lab)
+
+    events = commands.add_parser("events", help="print security events from Redis")
+    source = events.add_mutually_exclusive_group()
+    source.add_argument("--lab", help="lab directory (reads its lab.json)")
+    source.add_argument("--redis", help="Redis URL")
+    events.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
+    events.add_argument("--count", type=int, default=100, help="how many past events to show")
+    events.add_argument("--follow", action="store_true", help="keep printing new events")
+    events.set_defaults(run=_events)
+
+    bans = commands.add_parser("bans", help="list, add or remove bans (on every node)")
+    bans_source = bans.add_mutually_exclusive_group()
+    bans_source.add_argument("--lab", help="lab directory (reads its lab.json)")
+    bans_source.add_argument("--redis", help="Redis URL")
+    bans.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
+    bans_commands = bans.add_subparsers(dest="bans_command", required=True)
+    bans_commands.add_parser("list", help="active bans with reason, age and expiry")
+    for verb in ("add", "remove"):
+        command = bans_commands.add_parser(verb, help=f"{verb} a ban")
+        command.add_argument("ip")
+        command.add_argument("--user", help="only this user from this address")
+        if verb == "add":
+            command.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+            command.add_argument("--reason", default="manual ban", help="shown in bans list")
+    bans.set_defaults(run=_bans)
+
+    nft = commands.add_parser(
+        "nft-sync", help="mirror the IP bans into an nftables set (kernel enforcement)"
+    )
+    nft_source = nft.add_mutually_exclusive_group()
+    nft_source.add_argument("--lab", help="lab directory (reads its lab.json)")
+    nft_source.add_argument("--redis", help="Redis URL")
+    nft.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
+    nft.add_argument("--table", default="sipshield", help="nftables table (family inet)")
+    nft.set_defaults(run=_nft_sync)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
