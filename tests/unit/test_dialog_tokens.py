@@ -240,3 +240,7 @@ def test_the_ack_of_a_failed_invite_carries_the_outbound_route_and_passes(guard)
     # The same ACK that no failed INVITE transaction matches is end to end: refused.
     forged = module.check(in_dialog(module, method="ACK", token=""), None)
     assert isinstance(forged, Reject) and "no dialog token" in forged.reason
+    # One that carries SDP is no transaction's ACK, whatever it matches.
+    with_sdp = in_dialog(module, method="ACK", token="", body="v=0\r\n")
+    with_sdp.acks_failed_invite = True
+    assert isinstance(module.check(with_sdp, None), Reject)

@@ -169,10 +169,11 @@ class DialogGuard(SecurityModule):
                 self._cseq_problem(msg, state, CALLER, msg.from_tag)
             return CONTINUE
         uris = route_uris(msg.header_values("route"))
-        if msg.method == "ACK" and (not uris or msg.acks_failed_invite):
+        if msg.method == "ACK" and (not uris or (msg.acks_failed_invite and not msg.body)):
             # The ACK of a failed INVITE is hop by hop: it carries the INVITE's
             # Route (the outbound proxy), not our Record-Route, and its
-            # transaction absorbs it.
+            # transaction absorbs it.  It never has a body: one that does is
+            # not such an ACK, whatever transaction it names.
             return CONTINUE
         problem, role, dialog_tag = self.verify(msg, uris)
         if problem is None and self.settings.records and msg.method != "ACK":

@@ -31,7 +31,14 @@ from sipshield.core import remediation
 from sipshield.core.hop import Hop, Source
 from sipshield.core.policy import Policy, PolicyError
 from sipshield.core.site import Site
-from sipshield.edge.media import MEDIA_METHODS, OUT_LEG_PARAM, AnchoredSdp, Leg, MediaAnchor
+from sipshield.edge.media import (
+    MEDIA_METHODS,
+    OUT_LEG_PARAM,
+    TEARDOWN_METHODS,
+    AnchoredSdp,
+    Leg,
+    MediaAnchor,
+)
 from sipshield.sip.ksr_message import read_pv
 from sipshield.sip.message import SipRequest
 
@@ -145,6 +152,12 @@ class EdgeRouter:
 
     def _route_in_dialog(self, msg: SipRequest) -> None:
         k = self.ksr
+        if msg.method == "ACK" and msg.acks_failed_invite:
+            # The ACK of a negative reply ends its INVITE transaction here, hop
+            # by hop: tm absorbs it.  Routing it would hand its body (which a
+            # real one never has) to the media anchoring as an answer.
+            k.tm.t_check_trans()
+            return
         if k.rr.loose_route() > 0:
             if not msg.from_pbx:
                 self._mark_nated_contact(NAT_TEST_REQUEST)
@@ -258,6 +271,11 @@ class EdgeRouter:
     def _relay(self, msg: SipRequest) -> None:
         k = self.ksr
         leg, anchored = None, None
+        # A BYE or CANCEL frees media: it is judged first, so a forged one
+        # that the relay phase refuses takes nothing with it.
+        teardown = msg.method in TEARDOWN_METHODS
+        if teardown and self._stopped(msg, None):
+            return
         if self.media is not None and msg.method in MEDIA_METHODS:
             leg = self._media_leg(msg)
             outcome = self.media.on_request(msg, leg)
@@ -265,12 +283,10 @@ class EdgeRouter:
                 remediation.reply(k, outcome.refusal.code, outcome.refusal.reason)
                 return
             anchored = outcome.anchored
-        if self.screen_relay is not None:
-            invite = _invite_source(k) if msg.method == "CANCEL" else None
-            if self.screen_relay(msg, self._hop(msg, anchored, invite)):
-                if anchored is not None and leg is not None and not msg.in_dialog:
-                    self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
-                return
+        if not teardown and self._stopped(msg, anchored):
+            if anchored is not None and leg is not None and not msg.in_dialog:
+                self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
+            return
         if anchored is not None:
             # In a multipart body (SIP-I) only the SDP part changes.
             remediation.rewrite_sdp(k, anchored.part, anchored.sdp)
@@ -280,6 +296,13 @@ class EdgeRouter:
             remediation.reply_relay_error(k)
             if anchored is not None and leg is not None and not msg.in_dialog:
                 self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
+
+    def _stopped(self, msg: SipRequest, anchored: AnchoredSdp | None) -> bool:
+        """The relay phase: True when a module refused the request (answered or dropped)."""
+        if self.screen_relay is None:
+            return False
+        invite = _invite_source(self.ksr) if msg.method == "CANCEL" else None
+        return self.screen_relay(msg, self._hop(msg, anchored, invite))
 
     def _hop(
         self, msg: SipRequest, anchored: AnchoredSdp | None, invite_source: Source | None
