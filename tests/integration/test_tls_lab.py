@@ -294,6 +294,19 @@ def test_sips_never_leaves_over_a_plain_hop(make_lab):
     assert plain == 404
 
 
+def test_sips_never_leaves_over_a_plain_hop_even_without_tls_policy(make_lab):
+    # RFC 3261 26.2.2 makes it a routing rule: refused, but no module reports it.
+    lab = make_lab(BASE)
+    sips = tls_request(
+        lab.sip("tls"),
+        lambda local: _request("OPTIONS", "sips:bob@sipshield.lab", local, "tls"),
+        _context(lab),
+    )
+    assert sips == 403
+    assert "sips: Request-URI would leave over a non-TLS hop" in lab.log("sbc")
+    assert lab.events() == []
+
+
 # --- SDES -----------------------------------------------------------------------
 
 

@@ -207,3 +207,11 @@ def test_a_rewrite_is_carried_with_the_decision_and_the_chain_goes_on(sink):
         ("watching", "strip", "monitor"),
         ("sdes", "strip", "enforce"),
     ]
+
+
+def test_a_rewrite_as_the_request_arrives_is_a_bug_that_names_the_class(sink):
+    # The media anchoring would overwrite it: only the relay phase rewrites.
+    p = pipeline(sink, ("early", Rewrite("too early", sdp="v=0"), "enforce", "closed"))
+    decision = p.run(REQUEST)
+    assert decision.verdict == Reject("module early failed", code=500)
+    assert "Fixed.check returned Rewrite" in events(sink)[0]["reason"]

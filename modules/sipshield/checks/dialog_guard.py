@@ -55,6 +55,7 @@ from sipshield.sip.message import SipRequest
 from sipshield.sip.sdp import SdpFacts
 
 if TYPE_CHECKING:
+    from sipshield.core.site import Site
     from sipshield.core.state import SharedState
 
 log = logging.getLogger("sipshield.checks.dialog_guard")
@@ -159,6 +160,10 @@ class DialogGuard(SecurityModule):
         self.keys = load_key_ring(config)
         self.methods = frozenset(method.upper() for method in config.methods)
         self.media_networks = [ipaddress.ip_network(n) for n in config.media_networks]
+        self.site: Site | None = None
+
+    def bind(self, site: Site) -> None:
+        self.site = site
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
         if msg.method not in self.methods:
@@ -262,9 +267,10 @@ class DialogGuard(SecurityModule):
     def _bound_hosts(self, msg: SipRequest, role: str) -> list[str]:
         # A callee token binds the next hop the INVITE went to: for a trunk,
         # its target, while the trunk answers from any of its sources.
-        if role == CALLEE and msg.trunk is not None:
-            return [msg.src_ip, msg.trunk.host]
-        return [msg.src_ip]
+        hosts = [msg.src_ip]
+        if role == CALLEE and self.site is not None:
+            hosts += [trunk.host for trunk in self.site.trunks_of(msg.src_ip)]
+        return hosts
 
     def _port_problem(self, msg: SipRequest, bound_port: int, what: str) -> str | None:
         if msg.transport != "udp" or msg.src_port == bound_port:

@@ -62,8 +62,10 @@ class IpControls(SecurityModule):
         self.allow = _networks(config.allow)
         self.deny = _networks(config.deny)
         self.trunk_domains: dict[str, TrunkSite] = {}
+        self.site: Site | None = None
 
     def bind(self, site: Site) -> None:
+        self.site = site
         for trunk in site.trunks:
             for domain in trunk.config.domains:
                 self.trunk_domains[domain.lower()] = trunk
@@ -78,13 +80,13 @@ class IpControls(SecurityModule):
         if _contains(self.deny, address):
             reason = f"{msg.src_ip} is on the deny list"
             return Drop(reason) if self.settings.deny_response == "drop" else Reject(reason)
-        trunk = msg.trunk
-        if trunk is not None and msg.transport != trunk.config.transport:
-            return Reject(
-                f"trunk {trunk.name} must use {trunk.config.transport}, "
-                f"{msg.src_ip} used {msg.transport}",
-                code=403,
-            )
+        for trunk in self.site.trunks_of(msg.src_ip) if self.site else ():
+            if msg.transport != trunk.config.transport:
+                return Reject(
+                    f"trunk {trunk.name} must use {trunk.config.transport}, "
+                    f"{msg.src_ip} used {msg.transport}",
+                    code=403,
+                )
         if self.trunk_domains:
             claimed = self.trunk_domains.get(_domain_of(msg.header("from") or ""))
             if claimed and not _contains(claimed.networks, address):

@@ -134,12 +134,17 @@ class Pipeline:
 
     def run(self, msg: SipRequest) -> Decision:
         """The request phase: every stage's check, as the request arrives."""
-        return self._chain(msg, self.stages, lambda module: module.check(msg, self.state))
+        return self._chain(
+            msg, self.stages, lambda module: module.check(msg, self.state), relay=False
+        )
 
     def run_relay(self, msg: SipRequest, hop: Hop) -> Decision:
         """The relay phase: the stages that judge a request just before it leaves over ``hop``."""
         return self._chain(
-            msg, self.relay_stages, lambda module: module.check_relay(msg, hop, self.state)
+            msg,
+            self.relay_stages,
+            lambda module: module.check_relay(msg, hop, self.state),
+            relay=True,
         )
 
     def module(self, name: str) -> SecurityModule | None:
@@ -155,6 +160,7 @@ class Pipeline:
         msg: SipRequest,
         stages: tuple[Stage, ...],
         judge: Callable[[SecurityModule], Outcome],
+        relay: bool,
     ) -> Decision:
         rewrites: list[Rewrite] = []
         for stage in stages:
@@ -172,10 +178,14 @@ class Pipeline:
                 return failed
             if outcome is CONTINUE:
                 continue
-            if not isinstance(outcome, Verdict):
+            if not isinstance(outcome, Verdict) or (isinstance(outcome, Rewrite) and not relay):
+                # A rewrite made as the request arrives would be overwritten
+                # by the media anchoring: only the relay phase rewrites.
+                hook = "check_relay" if relay else "check"
+                expected = "CONTINUE or a Verdict" + ("" if relay else " (Rewrite: relay only)")
                 problem = (
-                    f"{type(stage.module).__name__}.check returned {outcome!r}; "
-                    "expected CONTINUE or a Verdict"
+                    f"{type(stage.module).__name__}.{hook} returned {outcome!r}; "
+                    f"expected {expected}"
                 )
                 failed = self._crashed(stage, msg, problem, None)
                 if failed is None:

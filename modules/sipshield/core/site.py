@@ -50,7 +50,7 @@ class Site:
     trunks: tuple[TrunkSite, ...] = ()
     tls_min_version: str = "1.2"
     ca_list: Path | None = None
-    _trunk_by_source: dict[str, TrunkSite | None] = field(
+    _trunks_by_source: dict[str, tuple[TrunkSite, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -77,36 +77,38 @@ class Site:
     @property
     def pbx_uri(self) -> str:
         host, port = self.pbx
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URI
         return f"sip:{host}:{port};transport={self.pbx_transport}"
 
     def is_pbx(self, ip: str, port: int) -> bool:
         return (ip, port) == self.pbx
 
     def trunk_of(self, ip: str) -> TrunkSite | None:
-        """The trunk whose source networks hold ``ip`` (the first one listed), or None."""
+        """The first trunk listed whose source networks hold ``ip``, or None."""
+        found = self.trunks_of(ip)
+        return found[0] if found else None
+
+    def trunks_of(self, ip: str) -> tuple[TrunkSite, ...]:
+        """Every trunk whose source networks hold ``ip`` (trunks of one carrier may share)."""
         # Remembered per source: the same few send most requests, and a match
         # is an address parse plus a test per network.  Bounded, as sources
         # are the attacker's to choose.
-        if ip in self._trunk_by_source:
-            return self._trunk_by_source[ip]
-        if len(self._trunk_by_source) >= MAX_REMEMBERED_SOURCES:
-            self._trunk_by_source.clear()
-        found = self._trunk_by_source[ip] = self._match(ip)
+        if ip in self._trunks_by_source:
+            return self._trunks_by_source[ip]
+        if len(self._trunks_by_source) >= MAX_REMEMBERED_SOURCES:
+            self._trunks_by_source.clear()
+        found = self._trunks_by_source[ip] = self._match(ip)
         return found
 
-    def _match(self, ip: str) -> TrunkSite | None:
+    def _match(self, ip: str) -> tuple[TrunkSite, ...]:
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
-            return None
-        for trunk in self.trunks:
-            if any(address in network for network in trunk.networks):
-                return trunk
-        return None
+            return ()
+        return tuple(t for t in self.trunks if any(address in n for n in t.networks))
 
     def trunk_at(self, host: str) -> TrunkSite | None:
-        """The trunk a request sent to ``host`` reaches: its target, or one of its sources."""
-        for trunk in self.trunks:
-            if host == trunk.host:
-                return trunk
-        return self.trunk_of(host)
+        """The first trunk listed that a request sent to ``host`` reaches: its target, or
+        one of its sources."""
+        sources = self.trunks_of(host)
+        return next((t for t in self.trunks if host == t.host or t in sources), None)

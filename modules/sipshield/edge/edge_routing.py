@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sipshield.checks.dialog_guard import DialogTokens
-from sipshield.checks.tls_policy import next_hop_is_tls
+from sipshield.checks.tls_policy import SIPS_NEEDS_TLS, next_hop_is_tls, sips_next_hop_problem
 from sipshield.core import remediation
 from sipshield.core.hop import Hop, Source
 from sipshield.core.policy import Policy, PolicyError
@@ -283,7 +283,7 @@ class EdgeRouter:
                 remediation.reply(k, outcome.refusal.code, outcome.refusal.reason)
                 return
             anchored = outcome.anchored
-        if not teardown and self._stopped(msg, anchored):
+        if not teardown and (self._stopped(msg, anchored) or self._breaks_sips(msg)):
             if anchored is not None and leg is not None and not msg.in_dialog:
                 self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
             return
@@ -296,6 +296,23 @@ class EdgeRouter:
             remediation.reply_relay_error(k)
             if anchored is not None and leg is not None and not msg.in_dialog:
                 self.media.drop_branch(msg, leg)  # type: ignore[union-attr]
+
+    def _breaks_sips(self, msg: SipRequest) -> bool:
+        """A sips: Request-URI never leaves over a plain hop, whatever the policy.
+
+        RFC 3261 26.2.2 makes it a routing rule: tls_policy reports it (and
+        refuses it first when it enforces); this refuses it without it.
+        """
+        if msg.method == "ACK":
+            return False
+        pv = self.ksr.pv
+        ruri = read_pv(pv, "$ru") or ""
+        problem = sips_next_hop_problem(ruri, read_pv(pv, "$du") or ruri)
+        if problem is None:
+            return False
+        log.warning("refusing %s %s: %s", msg.method, msg.call_id, problem)
+        remediation.reply(self.ksr, 403, SIPS_NEEDS_TLS)
+        return True
 
     def _stopped(self, msg: SipRequest, anchored: AnchoredSdp | None) -> bool:
         """The relay phase: True when a module refused the request (answered or dropped)."""
