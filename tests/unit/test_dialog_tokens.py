@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from sipshield.checks.dialog_guard import DialogGuard, DialogGuardConfig, route_uris, uri_params
+from sipshield.core.pipeline import drops_refusals
 from sipshield.core.policy import PolicyError, parse_policy
 from sipshield.core.site import Site
-from sipshield.core.verdict import CONTINUE, Drop, Reject
+from sipshield.core.verdict import CONTINUE, Drop, Reject, decided_response
 from sipshield.sip import dialog_tokens
 from sipshield.sip.dialog_tokens import (
     CALLEE,
@@ -209,8 +210,11 @@ def test_out_of_dialog_and_unlisted_methods_are_not_checked(guard):
 
 
 def test_drop_response(guard):
+    # The decide step carries out the module's response setting.
     module = guard(response="drop")
-    assert isinstance(module.check(in_dialog(module, token=""), None), Drop)
+    refusal = module.check(in_dialog(module, token=""), None)
+    assert isinstance(decided_response(refusal, "BYE", drops_refusals(module)), Drop)
+    assert not drops_refusals(guard())
 
 
 def test_media_may_not_move_outside_the_media_networks(guard):

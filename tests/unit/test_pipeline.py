@@ -215,3 +215,25 @@ def test_a_rewrite_as_the_request_arrives_is_a_bug_that_names_the_class(sink):
     decision = p.run(REQUEST)
     assert decision.verdict == Reject("module early failed", code=500)
     assert "Fixed.check returned Rewrite" in events(sink)[0]["reason"]
+
+
+ACK = RawSipMessage(
+    REQUEST.raw.replace(b"OPTIONS sip", b"ACK sip", 1).replace(b"1 OPTIONS", b"1 ACK"),
+    src_ip="192.0.2.9",
+)
+
+
+def test_the_decide_step_drops_what_the_policy_says_to_drop(sink):
+    droppable = Reject("flooding", code=503, droppable=True)
+    fixed = Reject("media moved", code=488)
+    for answer, drops, expected in (
+        (droppable, True, Drop("flooding")),
+        (droppable, False, droppable),
+        (fixed, True, fixed),  # the module says which refusals the policy may drop
+    ):
+        stage = Stage("m", Fixed(answer), "enforce", "open", drops=drops)
+        assert Pipeline((stage,), sink.state, sink).run(REQUEST).verdict == expected
+    # An ACK is never answered, whatever the module or its policy.
+    stage = Stage("m", Fixed(fixed), "enforce", "open")
+    assert Pipeline((stage,), sink.state, sink).run(ACK).verdict == Drop("media moved")
+    assert [e["action"] for e in events(sink)] == ["drop", "reject", "reject", "drop"]

@@ -5,9 +5,10 @@ import pytest
 from sipshield.checks.ip_controls import IpControls, IpControlsConfig
 from sipshield.checks.scanner import ScannerConfig, ScannerDetection
 from sipshield.core.bans import BanSettings, escalated_ttl, scope_key
+from sipshield.core.pipeline import drops_refusals
 from sipshield.core.policy import never_banned, parse_policy
 from sipshield.core.site import Site
-from sipshield.core.verdict import CONTINUE, Accept, Ban, Drop, Reject
+from sipshield.core.verdict import CONTINUE, Accept, Ban, Drop, Reject, decided_response
 from sipshield.sip.message import RawSipMessage
 from sipshield.sip.reply import credentials_username
 
@@ -52,13 +53,15 @@ def test_allow_list_accepts_and_deny_list_drops():
     module = controls(allow=["10.1.0.0/16", "2001:db8::/32"], deny=["203.0.113.0/24"])
     assert isinstance(module.check(request("10.1.2.3"), None), Accept)
     assert isinstance(module.check(request("2001:db8::7"), None), Accept)
-    assert isinstance(module.check(request("203.0.113.9"), None), Drop)
+    denied = module.check(request("203.0.113.9"), None)
+    assert isinstance(decided_response(denied, "OPTIONS", drops_refusals(module)), Drop)
     assert module.check(request("192.0.2.9"), None) is CONTINUE
 
 
 def test_deny_can_answer_403():
-    verdict = controls(deny=["203.0.113.0/24"], deny_response="reject").check(
-        request("203.0.113.9"), None
+    module = controls(deny=["203.0.113.0/24"], deny_response="reject")
+    verdict = decided_response(
+        module.check(request("203.0.113.9"), None), "OPTIONS", drops_refusals(module)
     )
     assert isinstance(verdict, Reject) and verdict.code == 403
 

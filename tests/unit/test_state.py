@@ -4,6 +4,8 @@ import logging
 
 import pytest
 
+from sipshield.core.bans import BanSettings, BanStore
+from sipshield.core.decisions import DecisionStore
 from sipshield.core.state import RedisSettings, SharedState, StateUnavailable
 from sipshield.lab.net import free_port
 
@@ -46,3 +48,15 @@ def test_outage_is_logged_once_and_calls_fail_fast_until_the_retry(caplog):
 def test_keys_are_namespaced():
     state = SharedState(RedisSettings(key_prefix="edge1"))
     assert state.key("flood", "invite", "192.0.2.1") == "edge1:flood:invite:192.0.2.1"
+
+
+def test_the_decisions_are_attached_to_the_handle_not_built_by_it():
+    state = SharedState(RedisSettings(key_prefix="edge1"))
+    assert state.decisions is None
+    store = BanStore(state, BanSettings())
+    assert isinstance(store, DecisionStore)
+    state.decisions = store
+    store._pubsub, store._next_resync = object(), 99.0
+    # After a fork the store subscribes and reloads again, in its own process.
+    state.reset()
+    assert (store._pubsub, store._next_resync) == (None, 0.0)

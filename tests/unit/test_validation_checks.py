@@ -10,9 +10,10 @@ from sipshield.checks.validation import (
     ValidationConfig,
     find_problem,
 )
+from sipshield.core.pipeline import drops_refusals
 from sipshield.core.policy import PolicyError, load_policy, parse_policy
 from sipshield.core.registry import BUILTIN_MODULES
-from sipshield.core.verdict import CONTINUE, Drop, Reject
+from sipshield.core.verdict import CONTINUE, Drop, Reject, decided_response
 from sipshield.sip.sdp_body import MAX_DEPTH
 from sipshield.sip.sip_syntax import (
     SipSyntaxError,
@@ -180,14 +181,17 @@ def test_a_disallowed_body_is_answered_with_accept() -> None:
 
 
 def test_response_drop_says_nothing() -> None:
-    verdict = SipValidation(ValidationConfig(response="drop")).judge(request(cseq="1 INVITE"))
+    module = SipValidation(ValidationConfig(response="drop"))
+    refusal = module.judge(request(cseq="1 INVITE"))
+    verdict = decided_response(refusal, "INVITE", drops_refusals(module))
     assert isinstance(verdict, Drop)
     assert "CSeq method" in verdict.reason
 
 
 def test_a_malformed_ack_is_dropped_even_when_rejecting() -> None:
-    verdict = SipValidation(ValidationConfig()).judge(request("ACK", cseq="1 INVITE"))
-    assert isinstance(verdict, Drop)
+    module = SipValidation(ValidationConfig())
+    refusal = module.judge(request("ACK", cseq="1 INVITE"))
+    assert isinstance(decided_response(refusal, "ACK", drops_refusals(module)), Drop)
 
 
 def test_limits_come_from_the_settings() -> None:

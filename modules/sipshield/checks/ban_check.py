@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Literal
 
 from sipshield.core.module import ModuleConfig, SecurityModule
 from sipshield.core.state import StateUnavailable
-from sipshield.core.verdict import CONTINUE, Drop, Outcome, Reject
+from sipshield.core.verdict import CONTINUE, Outcome, Reject
 
 if TYPE_CHECKING:
+    from sipshield.core.decisions import DecisionStore
     from sipshield.core.state import SharedState
     from sipshield.sip.message import SipRequest
 
@@ -34,6 +35,7 @@ class BanCheckConfig(ModuleConfig):
 class BanCheck(SecurityModule):
     name = "bans"
     Config = BanCheckConfig
+    response_setting = "response"
 
     def __init__(self, config: BanCheckConfig) -> None:
         super().__init__(config)
@@ -42,16 +44,16 @@ class BanCheck(SecurityModule):
         self._flush_at = 0.0
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
-        scope = state.bans.banned(msg.src_ip, msg.from_user)
+        decisions = state.decisions
+        if decisions is None:
+            return CONTINUE
+        scope = decisions.banned(msg.src_ip, msg.from_user)
         if scope is None:
             return CONTINUE
-        self._count(scope, state)
-        reason = f"banned ({scope})"
-        if self.settings.response == "drop":
-            return Drop(reason)
-        return Reject(reason, code=403)
+        self._count(scope, decisions)
+        return Reject(f"banned ({scope})", code=403, droppable=True)
 
-    def _count(self, scope: str, state: SharedState) -> None:
+    def _count(self, scope: str, decisions: DecisionStore) -> None:
         self._hits[scope] += 1
         now = time.monotonic()
         if now < self._flush_at:
@@ -60,7 +62,7 @@ class BanCheck(SecurityModule):
         hits, self._hits = self._hits, Counter()
         for hit_scope, count in hits.items():
             try:
-                state.bans.count_hit(hit_scope, count)
+                decisions.count_hit(hit_scope, count)
             except StateUnavailable:
                 # The ban holds from the local copy whatever Redis does; only
                 # its count waits (one number per banned scope) for Redis.

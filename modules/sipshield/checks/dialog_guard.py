@@ -47,7 +47,7 @@ from pydantic import Field
 
 from sipshield.core.module import ModuleConfig, SecurityModule
 from sipshield.core.policy_types import Network, PolicyError
-from sipshield.core.verdict import CONTINUE, Drop, Outcome, Reject
+from sipshield.core.verdict import CONTINUE, Outcome, Reject
 from sipshield.sip import dialog_tokens
 from sipshield.sip.dialog_tokens import CALLEE, CALLER, Binding, KeyFileError, KeyRing
 from sipshield.sip.ksr_message import read_pv
@@ -153,6 +153,7 @@ def _media_outside(body: bytes, networks: list[Any]) -> str | None:
 class DialogGuard(SecurityModule):
     name = "dialog_guard"
     Config = DialogGuardConfig
+    response_setting = "response"
 
     def __init__(self, config: DialogGuardConfig) -> None:
         super().__init__(config)
@@ -188,9 +189,7 @@ class DialogGuard(SecurityModule):
             if problem is not None:
                 return Reject(problem, code=488)
             return CONTINUE
-        if self.settings.response == "drop":
-            return Drop(problem)
-        return Reject(problem, code=403)
+        return Reject(problem, code=403, droppable=True)
 
     def problem(self, msg: SipRequest, uris: list[str]) -> str | None:
         """Why the request's token does not let it in, or None when it does."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, PositiveInt
 
 from sipshield.core.module import ModuleConfig, SecurityModule
-from sipshield.core.verdict import CONTINUE, Ban, Drop, Outcome, Reject
+from sipshield.core.verdict import CONTINUE, Ban, Outcome, Reject
 
 if TYPE_CHECKING:
     from sipshield.core.state import SharedState
@@ -72,6 +72,7 @@ def method_class(method: str) -> str:
 class FloodControl(SecurityModule):
     name = "flood"
     Config = FloodConfig
+    response_setting = "response"
     observes_replies = True
 
     def __init__(self, config: FloodConfig) -> None:
@@ -108,9 +109,8 @@ class FloodControl(SecurityModule):
         return CONTINUE
 
     def _refuse(self, reason: str) -> Outcome:
-        if self.settings.response == "drop":
-            return Drop(reason)
-        return Reject(reason, code=503, headers=(("Retry-After", str(self.settings.window_s)),))
+        retry = (("Retry-After", str(self.settings.window_s)),)
+        return Reject(reason, code=503, headers=retry, droppable=True)
 
     def observe_reply(self, reply: ReplyFacts, state: SharedState) -> Ban | None:
         if 200 <= reply.status < 300 and reply.had_credentials:

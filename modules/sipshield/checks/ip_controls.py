@@ -55,6 +55,7 @@ def _domain_of(from_header: str) -> str:
 class IpControls(SecurityModule):
     name = "ip_controls"
     Config = IpControlsConfig
+    response_setting = "deny_response"
 
     def __init__(self, config: IpControlsConfig) -> None:
         super().__init__(config)
@@ -79,7 +80,7 @@ class IpControls(SecurityModule):
             return Accept(f"{msg.src_ip} is allowlisted")
         if _contains(self.deny, address):
             reason = f"{msg.src_ip} is on the deny list"
-            return Drop(reason) if self.settings.deny_response == "drop" else Reject(reason)
+            return Reject(reason, droppable=True)
         for trunk in self.site.trunks_of(msg.src_ip) if self.site else ():
             if msg.transport != trunk.config.transport:
                 return Reject(

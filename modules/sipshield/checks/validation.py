@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from sipshield.core.module import ModuleConfig, SecurityModule
-from sipshield.core.verdict import CONTINUE, STANDARD_PHRASES, Drop, Outcome, Reject
+from sipshield.core.verdict import CONTINUE, STANDARD_PHRASES, Outcome, Reject
 from sipshield.sip.ksr_message import MAX_NON_UTF8_MESSAGE, MessageUnreadable
 from sipshield.sip.message import MalformedMessage, RawSipMessage
 from sipshield.sip.sdp_body import UNSUPPORTED_MEDIA_TYPE, BodyProblem, media_type, multipart_parts
@@ -354,6 +354,7 @@ def find_problem(raw: bytes, rules: ValidationConfig) -> Problem | None:
 class SipValidation(SecurityModule):
     name = "validation"
     Config = ValidationConfig
+    response_setting = "response"
 
     def __init__(self, config: ValidationConfig) -> None:
         super().__init__(config)
@@ -364,7 +365,7 @@ class SipValidation(SecurityModule):
             raw = msg.raw
         except MessageUnreadable as exc:
             # Only a message above the largest size allowed here is unreadable.
-            return self._verdict(Problem(413, "message too large", str(exc)), msg.method == "ACK")
+            return self._verdict(Problem(413, "message too large", str(exc)))
         return self.judge(raw)
 
     def judge(self, raw: bytes) -> Outcome:
@@ -372,10 +373,15 @@ class SipValidation(SecurityModule):
         problem = find_problem(raw, self.rules)
         if problem is None:
             return CONTINUE
-        return self._verdict(problem, raw.startswith(b"ACK "))
+        return self._verdict(problem)
 
-    def _verdict(self, problem: Problem, is_ack: bool) -> Outcome:
+    def _verdict(self, problem: Problem) -> Outcome:
         reason = f"{problem.summary}: {problem.detail}" if problem.detail else problem.summary
-        if self.rules.response == "drop" or is_ack:
-            return Drop(reason)
-        return Reject(reason, code=problem.code, phrase=problem.phrase, headers=problem.headers)
+        # An ACK is never answered: the decide step drops its refusal.
+        return Reject(
+            reason,
+            code=problem.code,
+            phrase=problem.phrase,
+            headers=problem.headers,
+            droppable=True,
+        )

@@ -108,6 +108,8 @@ def escalated_ttl(settings: BanSettings, offense: int) -> int:
 
 
 class BanStore:
+    """The Redis implementation of :class:`sipshield.core.decisions.DecisionStore`."""
+
     def __init__(
         self,
         state: Any,
@@ -124,6 +126,11 @@ class BanStore:
         self._cache: dict[str, float] = {}
         self._next_resync = 0.0
         self._pubsub: Any = None
+
+    def reset(self) -> None:
+        """After a fork: resubscribe and reload in this process, on first use."""
+        self._pubsub = None
+        self._next_resync = 0.0
 
     # -- decisions --------------------------------------------------------------
     def protected(self, ip: str) -> bool:

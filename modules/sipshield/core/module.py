@@ -58,6 +58,9 @@ class SecurityModule(ABC):
     observes_replies: ClassVar[bool] = False
     # True for a module that also judges requests just before they are relayed.
     checks_relay: ClassVar[bool] = False
+    # The Config field ("drop" or "reject") that says how its droppable
+    # refusals are answered; the decide step reads it, not the module.
+    response_setting: ClassVar[str | None] = None
 
     def __init__(self, config: ModuleConfig) -> None:
         self.config = config

@@ -41,6 +41,7 @@ from sipshield.core.verdict import (
     Reject,
     Rewrite,
     Verdict,
+    decided_response,
 )
 from sipshield.sip.message import SipRequest
 from sipshield.sip.reply import ReplyFacts
@@ -54,6 +55,13 @@ class Stage:
     module: SecurityModule
     mode: Mode
     on_error: FailureMode
+    drops: bool = False  # the module's policy answers droppable refusals by dropping
+
+
+def drops_refusals(module: SecurityModule) -> bool:
+    """Whether the module's policy answers its droppable refusals by dropping."""
+    setting = module.response_setting
+    return setting is not None and getattr(module.config, setting, None) == "drop"
 
 
 def _load_plugin(index: int, entry: PluginConfig, source: str) -> SecurityModule:
@@ -123,7 +131,13 @@ class Pipeline:
             module.bind(site)
             config: ModuleConfig = module.config
             stages.append(
-                Stage(name, module, config.mode, config.on_error or policy.on_module_error)
+                Stage(
+                    name,
+                    module,
+                    config.mode,
+                    config.on_error or policy.on_module_error,
+                    drops_refusals(module),
+                )
             )
         log.info("pipeline: %s", " -> ".join(f"{s.name}({s.mode})" for s in stages) or "empty")
         return cls(tuple(stages), state, events, policy.redis.on_failure)
@@ -191,6 +205,7 @@ class Pipeline:
                 if failed is None:
                     continue
                 return failed
+            outcome = decided_response(outcome, msg.method, stage.drops)
             if isinstance(outcome, Accept):
                 return Decision(outcome, stage.name, tuple(rewrites))
             if isinstance(outcome, Alert):
@@ -217,8 +232,12 @@ class Pipeline:
     def _decide_ban(self, stage: Stage, subject: SipRequest | ReplyFacts, ban: Ban) -> str:
         """The decision step: store the ban with its TTL; return the reason for the event."""
         user = ban.user if ban.scope == "user" else ""
+        if self.state.decisions is None:
+            return f"{ban.reason}; ban not stored (no decision store)"
         try:
-            record = self.state.bans.add(subject.src_ip, ban.reason, stage.name, user, ban.ttl_s)
+            record = self.state.decisions.add(
+                subject.src_ip, ban.reason, stage.name, user, ban.ttl_s
+            )
         except StateUnavailable:
             return f"{ban.reason}; ban not stored (redis unavailable)"
         if record is None:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sipshield.core.bans import BanSettings, BanStore
+from sipshield.core.decisions import DecisionStore
 from sipshield.core.module import FailureMode
 
 log = logging.getLogger("sipshield.core.state")
@@ -57,8 +57,6 @@ class SharedState:
         self,
         settings: RedisSettings,
         clock: Callable[[], float] = time.monotonic,
-        bans: BanSettings | None = None,
-        never_ban: list[str] | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -66,7 +64,9 @@ class SharedState:
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._scripts: dict[str, Any] = {}
-        self.bans = BanStore(self, bans or BanSettings(), never_ban or [])
+        # The ban decisions, attached by whoever builds the store (the handler,
+        # the CLI): modules reach them through the handle they are given.
+        self.decisions: DecisionStore | None = None
 
     # -- keys -----------------------------------------------------------------
     def key(self, *parts: str | int) -> str:
@@ -92,7 +92,8 @@ class SharedState:
         """Forget the connection (after a fork, in Kamailio's child_init)."""
         self._client = None
         self._scripts = {}
-        self.bans = BanStore(self, self.bans.settings, [str(n) for n in self.bans.never_ban])
+        if self.decisions is not None:
+            self.decisions.reset()
 
     @property
     def available(self) -> bool:

@@ -84,6 +84,9 @@ class Reject(Verdict):
     code: int = 403
     phrase: str = ""
     headers: tuple[tuple[str, str], ...] = field(default=())
+    # The module's policy may answer this refusal by dropping the request
+    # instead (its ``response: drop``); the decide step applies that choice.
+    droppable: bool = False
 
     def __post_init__(self) -> None:
         if not 400 <= self.code <= 699:
@@ -141,3 +144,14 @@ class Decision:
 
 
 PASS: Final = Decision()
+
+
+def decided_response(verdict: Verdict, method: str, drops: bool) -> Verdict:
+    """The decide step's form of a refusal.
+
+    A droppable refusal is dropped when the module's policy says ``drop``;
+    any refusal of an ACK is dropped, as an ACK is never answered.
+    """
+    if isinstance(verdict, Reject) and (method == "ACK" or (drops and verdict.droppable)):
+        return Drop(verdict.reason)
+    return verdict

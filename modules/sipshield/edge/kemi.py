@@ -15,6 +15,7 @@ from typing import Any
 from sipshield.checks.dialog_guard import DIALOG_FORMING, DialogGuard, DialogTokens
 from sipshield.checks.tls_policy import OutboundTlsCheck
 from sipshield.core import remediation
+from sipshield.core.bans import BanStore
 from sipshield.core.events import Event, EventSink
 from sipshield.core.hop import Hop
 from sipshield.core.pipeline import Pipeline
@@ -87,7 +88,9 @@ class Screening:
 class KemiHandler:
     def __init__(self, ksr: Any, policy: Policy, source: str) -> None:
         self.ksr = ksr
-        self.state = SharedState(policy.redis, bans=policy.bans, never_ban=never_banned(policy))
+        self.state = SharedState(policy.redis)
+        # The decisions (bans) the chain makes and enforces, in Redis.
+        self.state.decisions = BanStore(self.state, policy.bans, never_banned(policy))
         self.events = EventSink(policy.events, self.state, policy.node)
         # Who is who (the PBX, the trunks): worked out once, carried by every view.
         self.site = Site.from_policy(policy)

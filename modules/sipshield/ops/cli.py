@@ -182,11 +182,13 @@ def _events(args: argparse.Namespace) -> int:
 
 
 def _ban_store(args: argparse.Namespace) -> BanStore:
+    from sipshield.core.bans import BanSettings, BanStore
     from sipshield.core.state import RedisSettings, SharedState
 
-    return SharedState(
+    state = SharedState(
         RedisSettings(url=_redis_url(args), key_prefix=args.prefix, timeout_ms=2000)
-    ).bans
+    )
+    return BanStore(state, BanSettings())
 
 
 def _bans(args: argparse.Namespace) -> int:
