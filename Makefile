@@ -54,7 +54,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 clean:
 	-$(BIN)/sipshield lab down --dir $(LAB) 2>/dev/null

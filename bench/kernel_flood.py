@@ -1,6 +1,6 @@
 """Kamailio's CPU while a banned source floods it, with kernel enforcement off and on.
 
-The lab runs inside a network namespace behind a veth pair (sipshield.lab.netns),
+The lab runs inside a network namespace behind a veth pair (tests.support.netns),
 so that packets arrive from outside as they would in production and nftables
 can drop them; the host's own ruleset is never touched.  The policy runs
 ip_controls, bans and flood (limits far above the load, so that only the ban
@@ -27,8 +27,8 @@ those dropped because a socket buffer was full (the namespace's
 OPTIONS answered.
 
 Needs root (network namespaces, nftables).  Run alone with
-``python bench/kernel_flood.py [--quick] [--seconds N]``; bench/run.py
-imports it (bench/ is its sys.path[0]) for bench/REPORT.md.
+``python -m bench.kernel_flood [--quick] [--seconds N]`` from the
+repository; bench/run.py imports it for bench/REPORT.md.
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sipshield.lab.netns import (
+from sipshield.lab.sip_probe import send_request
+from sipshield.lab.sipp import run_sipp, sipp_command
+from sipshield.lab.stack import group_cpu_seconds
+from tests.support.netns import (
     Namespace,
     NetnsError,
     bans,
@@ -54,9 +57,6 @@ from sipshield.lab.netns import (
     namespace,
     nft_sync,
 )
-from sipshield.lab.sip_probe import send_request
-from sipshield.lab.sipp import run_sipp, sipp_command
-from sipshield.lab.stack import group_cpu_seconds
 
 POLICY = """\
 version: 1
@@ -172,7 +172,7 @@ def _phase(ns: Namespace, info: dict, seconds: int, flood: bool) -> dict:
 def measure(seconds: float = 10, quick: bool = False) -> dict:
     """Run the three phases in a fresh namespace and lab; {phase: measurements}.
 
-    Raises sipshield.lab.netns.NamespacesRefused when this host does not allow
+    Raises tests.support.netns.NamespacesRefused when this host does not allow
     network namespaces (not root, a confined container).
     """
     seconds = max(1, round(min(seconds, QUICK_SECONDS) if quick else seconds))

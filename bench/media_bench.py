@@ -18,8 +18,8 @@ Three measurements, each against a real lab (sipshield.lab):
             50 packets/s per call (20 ms of PCMU), one receiver counts.  N
             grows until a step loses packets.
 
-Run alone with ``python bench/media_bench.py [--quick]``; bench/run.py imports
-it (bench/ is its sys.path[0]) for bench/REPORT.md.
+Run alone with ``python -m bench.media_bench [--quick]`` from the repository;
+bench/run.py imports it for bench/REPORT.md.
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(1, str(REPO))  # the test UA (tests/integration/sip_ua.py)
+from sipshield.edge.media_policy import PeerMedia, Side, answer_options, plan_offer
+from sipshield.lab import stack as sblab
+from sipshield.lab.stack import group_cpu_seconds
+from sipshield.rtpengine import RtpengineClient
+from sipshield.sip.sdp import SdpFacts
+from tests.integration.lab_fixture import RunningLab
+from tests.integration.sip_ua import UserAgent, sdp
 
-from sipshield.edge.media_policy import PeerMedia, SdpFacts, Side, answer_options, plan_offer  # noqa: E402
-from sipshield.lab import stack as sblab  # noqa: E402
-from sipshield.lab.stack import group_cpu_seconds  # noqa: E402
-from sipshield.rtpengine import RtpengineClient  # noqa: E402
-from tests.integration.lab_fixture import RunningLab  # noqa: E402
-from tests.integration.sip_ua import UserAgent, sdp  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 PPS = 50
 # An offer's SDES line (an offerer picks its own tags).

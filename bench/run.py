@@ -17,7 +17,7 @@ Two measurements per workload and configuration:
             process over a fixed load at a moderate rate, per request;
   capacity  stepped rates; the highest step with zero failed calls.
 
-Writes bench/REPORT.md.  Usage: python bench/run.py [--quick]
+Writes bench/REPORT.md.  Usage, from the repository: python -m bench.run [--quick]
 """
 
 from __future__ import annotations
@@ -33,14 +33,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import kernel_flood  # bench/ is sys.path[0] when this file runs as a script
-import media_bench
-import stock_dropin
-
+from bench import kernel_flood, media_bench, stock_dropin
 from sipshield.lab.net import free_port
-from sipshield.lab.netns import NamespacesRefused
 from sipshield.lab.sipp import SippResult, SippServer, run_sipp
 from sipshield.lab.stack import group_cpu_seconds
+from tests.support.netns import NamespacesRefused
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

@@ -1,7 +1,7 @@
 """Cost of the drop-in: Debian's stock kamailio.cfg with and without sipshield.
 
 Two configurations, each the stock file from the kamailio package run on
-loopback with 2 UDP workers (sipshield.lab.stock_kamailio):
+loopback with 2 UDP workers (tests.support.stock_kamailio):
   stock          as shipped;
   stock+dropin   the same file plus the include and the three route calls,
                  with the full signalling protection policy below.
@@ -15,7 +15,7 @@ Workloads (SIPp, no authentication, as the stock file has none):
 Cost: CPU time (user + system, /proc) of every Kamailio process over a fixed
 load, per request.  For bench/run.py: ``measure(quick)`` returns
 {config: {workload: µs/request}}, ``report(results)`` a Markdown section.
-Alone: python bench/stock_dropin.py [--quick]
+Alone, from the repository: python -m bench.stock_dropin [--quick]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from sipshield.lab.net import free_port
 from sipshield.lab.sipp import SippResult, SippServer, run_sipp
-from sipshield.lab.stock_kamailio import StockKamailio, start
+from tests.support.stock_kamailio import StockKamailio, start
 
 # Limits far above the benchmark's rates: the cost of checking, not of refusing.
 POLICY: dict[str, Any] = {

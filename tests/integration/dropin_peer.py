@@ -14,7 +14,7 @@ import time
 
 from sipshield.lab.net import free_port
 from sipshield.lab.sipp import SippServer, run_sipp
-from sipshield.lab.stock_kamailio import StockKamailio
+from tests.support.stock_kamailio import StockKamailio
 
 
 def final_status_line(

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from sipshield.edge.dropin import add_to_native_config
-from sipshield.lab.stock_kamailio import stock_text
 from tests.integration.test_ansible import ANSIBLE, REPO, SBC_HOST, ansible_playbook, recap_changed
+from tests.support.stock_kamailio import stock_text
 
 pytestmark = pytest.mark.integration
 

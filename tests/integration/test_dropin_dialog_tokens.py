@@ -20,9 +20,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from sipshield.lab.stock_kamailio import StockKamailio, start
 from sipshield.sip.dialog_tokens import rotate_key_file
 from tests.integration.dropin_peer import calls, events
+from tests.support.stock_kamailio import StockKamailio, start
 
 pytestmark = pytest.mark.integration
 

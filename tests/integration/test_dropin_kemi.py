@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from sipshield.lab.stock_kamailio import StockKamailio, start
 from tests.integration.dropin_peer import (
     attack,
     bans,
@@ -28,6 +27,7 @@ from tests.integration.dropin_peer import (
     wait_for_ban,
 )
 from tests.integration.test_dropin_stock import POLICY
+from tests.support.stock_kamailio import StockKamailio, start
 
 pytestmark = pytest.mark.integration
 

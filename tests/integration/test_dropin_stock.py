@@ -33,7 +33,6 @@ from sipshield.edge.dropin import MARK, add_to_native_config, remove_from_native
 from sipshield.lab.net import free_port
 from sipshield.lab.sipp import SippServer, credentials_file, run_sipp
 from sipshield.lab.stack import config_dir
-from sipshield.lab.stock_kamailio import StockKamailio, start, stock_text
 from tests.integration.dropin_peer import (
     answer_404,
     attack,
@@ -46,6 +45,7 @@ from tests.integration.dropin_peer import (
     sweep_refused_extensions,
     wait_for_ban,
 )
+from tests.support.stock_kamailio import StockKamailio, start, stock_text
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from sipshield.lab import netns as plumbing
-from sipshield.lab.netns import Namespace, NamespacesRefused, NftSync
 from sipshield.lab.sipp import run_sipp
 from tests.integration.lab_fixture import RunningLab
+from tests.support import netns as plumbing
+from tests.support.netns import Namespace, NamespacesRefused, NftSync
 
 pytestmark = pytest.mark.integration
 

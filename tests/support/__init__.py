@@ -1,0 +1,1 @@
+"""Harness only the tests and the benchmark use: network namespaces, stock Kamailio."""
