@@ -168,17 +168,23 @@ class Answered:
         return rtp_payloads(self.wire.between(stream.endpoint, stream.local))
 
 
+def connect(caller, callee) -> tuple[int, int]:
+    """Dial and answer; the marks on both phones from before the call."""
+    caller_mark, callee_mark = caller.mark(), callee.mark()
+    caller.dial(callee.user)
+    callee.wait_incoming(callee_mark)
+    callee.answer()
+    caller.wait_established(caller_mark)
+    callee.wait_established(callee_mark)
+    return caller_mark, callee_mark
+
+
 def call(lab: RunningLab, caller, callee) -> Answered:
     """Call, answer, let media flow, hang up; what rtpengine and the wire saw meanwhile."""
     before = _calls(lab)
-    caller_mark, callee_mark = caller.mark(), callee.mark()
     low, high = lab.info["rtp_ports"]
     with capture_udp((min(low, PHONE_RTP_PORTS[0]), max(high, PHONE_RTP_PORTS[1]))) as wire:
-        caller.dial(callee.user)
-        callee.wait_incoming(callee_mark)
-        callee.answer()
-        caller.wait_established(caller_mark)
-        callee.wait_established(callee_mark)
+        caller_mark, callee_mark = connect(caller, callee)
         keys = sorted(_calls(lab) - before)
         assert len(keys) == 2, f"expected the two crossings in rtpengine, found {keys}"
 
@@ -358,12 +364,7 @@ def test_hold_resume_and_dtmf(example_lab, phones):
     before = len(example_lab.events())
     caller = phones("linphone", example_lab, "tls", "sdes")
     callee = phones("linphone", example_lab, "tls", "sdes")
-    caller_mark, callee_mark = caller.mark(), callee.mark()
-    caller.dial(callee.user)
-    callee.wait_incoming(callee_mark)
-    callee.answer()
-    caller.wait_established(caller_mark)
-    callee.wait_established(callee_mark)
+    _, callee_mark = connect(caller, callee)
     mark = caller.mark()
     caller.type("pause")
     caller.wait_for(r"Call \d+ with .* paused", since=mark)
@@ -388,12 +389,8 @@ def test_blind_transfer_between_real_phones(example_lab, phones):
     alice = phones("linphone", example_lab, "tls", "sdes")
     bob = phones("linphone", example_lab, "tls", "sdes")
     carol = phones("baresip", example_lab, "tls", "sdes")
-    alice_mark, bob_mark, carol_mark = alice.mark(), bob.mark(), carol.mark()
-    alice.dial(bob.user)
-    bob.wait_incoming(bob_mark)
-    bob.answer()
-    alice.wait_established(alice_mark)
-    bob.wait_established(bob_mark)
+    carol_mark = carol.mark()
+    _, bob_mark = connect(alice, bob)
     alice_mark = alice.mark()
     bob.type(f"transfer sip:{carol.user}@{example_lab.domain}")
     carol.wait_incoming(carol_mark)

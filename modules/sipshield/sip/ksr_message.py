@@ -11,9 +11,9 @@ import base64
 from functools import cached_property
 from typing import Any
 
-from sipshield.core.site import Site, TrunkSite
+from sipshield.core.site import Site
 from sipshield.sip.cert_names import pem_certificates
-from sipshield.sip.sdp_body import BodyProblem, SdpPart, find_sdp
+from sipshield.sip.message import DerivedFacts
 
 # KSR hands strings to Python as UTF-8, so a value that is not (a binary
 # SIP-I body, a Latin-1 display name) is fetched base64-encoded instead; a
@@ -48,13 +48,13 @@ def read_pv(pv: Any, spec: str) -> str | None:
     return None if value is None else str(value)
 
 
-class KsrMessage:
+class KsrMessage(DerivedFacts):
     """A request as Kamailio parsed it; ``ksr`` is the ``KSR`` module object."""
 
     def __init__(self, ksr: Any, site: Site | None = None) -> None:
         self._ksr = ksr
         self._pv = ksr.pv
-        self._site = site
+        self.site = site
 
     def _text(self, spec: str) -> str | None:
         return read_pv(self._pv, spec)
@@ -139,22 +139,6 @@ class KsrMessage:
     def header_values(self, name: str) -> list[str]:
         count = int(self._pv.get(f"$hdrc({name})") or 0)
         return [self._get(f"$(hdr({name})[{index}])") for index in range(count)]
-
-    @property
-    def in_dialog(self) -> bool:
-        return bool(self.to_tag)
-
-    @cached_property
-    def sdp(self) -> SdpPart | BodyProblem | None:
-        return find_sdp(self.header("content-type"), self.body)
-
-    @cached_property
-    def from_pbx(self) -> bool:
-        return self._site is not None and self._site.is_pbx(self.src_ip, self.src_port)
-
-    @cached_property
-    def trunk(self) -> TrunkSite | None:
-        return None if self._site is None else self._site.trunk_of(self.src_ip)
 
     @cached_property
     def acks_failed_invite(self) -> bool:

@@ -179,12 +179,45 @@ class SipRequest(Protocol):
         ...
 
 
+class DerivedFacts:
+    """What both views work out from what they read, written once.
+
+    A view subclass provides ``to_tag``, ``header``, ``body``, ``src_ip``,
+    ``src_port`` and ``site`` (who is who; None: the sender is a remote user).
+    """
+
+    site: Site | None
+    to_tag: str
+    body: bytes
+    src_ip: str
+    src_port: int
+
+    def header(self, name: str) -> str | None:
+        raise NotImplementedError
+
+    @property
+    def in_dialog(self) -> bool:
+        return bool(self.to_tag)
+
+    @cached_property
+    def sdp(self) -> SdpPart | BodyProblem | None:
+        return find_sdp(self.header("content-type"), self.body)
+
+    @cached_property
+    def from_pbx(self) -> bool:
+        return self.site is not None and self.site.is_pbx(self.src_ip, self.src_port)
+
+    @cached_property
+    def trunk(self) -> TrunkSite | None:
+        return None if self.site is None else self.site.trunk_of(self.src_ip)
+
+
 class MalformedMessage(ValueError):
     """The bytes are not a SIP request this parser can read."""
 
 
 @dataclass
-class RawSipMessage:
+class RawSipMessage(DerivedFacts):
     """A SIP request parsed from bytes, tolerant of what RFC 3261 allows.
 
     It accepts compact names, line folding, any whitespace around the colon and
@@ -266,19 +299,3 @@ class RawSipMessage:
     @cached_property
     def user_agent(self) -> str:
         return self.header("user-agent") or ""
-
-    @property
-    def in_dialog(self) -> bool:
-        return bool(self.to_tag)
-
-    @cached_property
-    def sdp(self) -> SdpPart | BodyProblem | None:
-        return find_sdp(self.header("content-type"), self.body)
-
-    @property
-    def from_pbx(self) -> bool:
-        return self.site is not None and self.site.is_pbx(self.src_ip, self.src_port)
-
-    @property
-    def trunk(self) -> TrunkSite | None:
-        return None if self.site is None else self.site.trunk_of(self.src_ip)
