@@ -5,7 +5,7 @@ Tests that need more (a second CA, a certificate with the wrong name) use
 
 Made with the ``openssl`` command (Debian's openssl package), so the lab needs
 no extra Python dependency.  Production deployments bring their own
-certificates (see the README).
+certificates (see docs/policy.md, *Encrypted signalling*).
 """
 
 from __future__ import annotations
