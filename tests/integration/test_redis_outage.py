@@ -14,6 +14,23 @@ from sipshield.lab.net import free_port
 from tests.integration.lab_fixture import SIPSHIELD, RunningLab
 from tests.integration.sip_messages import options
 
+
+def register_request(lab: RunningLab) -> bytes:
+    domain = lab.domain
+    tag = os.urandom(4).hex()
+    return (
+        f"REGISTER sip:{domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK{tag};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:alice@{domain}>;tag={tag}\r\n"
+        f"To: <sip:alice@{domain}>\r\n"
+        f"Call-ID: {tag}@127.0.0.1\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        "Contact: <sip:alice@127.0.0.1:5999>\r\n"
+        "Expires: 300\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
 pytestmark = pytest.mark.integration
 
 POLICY = """\
@@ -85,11 +102,37 @@ def test_calls_flow_while_redis_is_down_and_state_recovers(make_lab):
 
 
 def test_fail_closed_answers_503_while_redis_is_down(make_lab):
-    lab = make_lab(POLICY.replace("on_failure: open", "on_failure: closed"))
-    assert lab.options() == 200
+    # registration_guard reads the account's fingerprint from Redis for each
+    # REGISTER; flood counts on the node and needs no round trip.
+    lab = make_lab(
+        POLICY.replace("on_failure: open", "on_failure: closed")
+        + "  - {name: registration_guard}\n"
+    )
+    assert lab.send(register_request(lab)) == 401  # the lab PBX challenges it
     os.kill(lab.info["pids"]["redis"], signal.SIGKILL)
     time.sleep(0.2)
-    assert lab.options() == 503
+    assert lab.send(register_request(lab)) == 503
+    # A request no module needs Redis for is served.
+    assert lab.options() == 200
+
+
+def test_flood_limits_hold_per_node_while_redis_is_down(make_lab):
+    # Fail closed: a request that needed Redis would be answered 503 at once.
+    lab = make_lab(
+        POLICY.replace("on_failure: open", "on_failure: closed").replace(
+            "window_s: 60, limits: {options: 1000, invite: 1000, register: 1000}",
+            "window_s: 3600, limits: {options: 3}, response: reject",
+        )
+    )
+    os.kill(lab.info["pids"]["redis"], signal.SIGKILL)
+    source = "127.0.0.97"
+    answers = [lab.options(source_ip=source, timeout=0.5) for _ in range(4)]
+    assert answers == [200, 200, 200, 503]
+    refused = lab.wait_for_event(module="flood", action="reject")
+    assert refused["src"].startswith(f"{source}:")
+    assert refused["reason"] == f"4 options requests from {source} in 3600s (allowance 3)"
+    # Everybody else is served meanwhile.
+    assert lab.options(source_ip="127.0.0.98") == 200
 
 
 def test_a_known_ban_holds_while_redis_is_down(make_lab):

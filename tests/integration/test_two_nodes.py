@@ -207,14 +207,38 @@ def test_a_ban_made_on_node_a_blocks_the_attacker_on_node_b_at_once(cluster):
     assert [b.options(source_ip="127.0.0.95") for _ in range(4)] == [200] * 4
 
 
+def flood_count(lab: RunningLab, source: str) -> int:
+    """The cluster's OPTIONS count for ``source`` in Redis: what the nodes have merged."""
+    keys = lab.redis.keys(f"sipshield:flood:options:{source}:*")
+    return sum(int(lab.redis.get(key) or 0) for key in keys)
+
+
+def wait_for(condition, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 def test_rate_counts_are_shared_between_the_nodes(cluster):
     lab, b = cluster
     source = "127.0.0.92"
+    # The 10 s windows are aligned on the clock: start well inside one.
+    wait_for(lambda: time.time() % 10 < 4, "a window start", timeout=11)
     to_a = [lab.options(source_ip=source, timeout=0.5) for _ in range(6)]
-    to_b = [b.options(source_ip=source, timeout=0.5) for _ in range(6)]
+    # Node A merges its counts every 200 ms (rtimer), without any request.
+    wait_for(lambda: flood_count(lab, source) == 6, "node A merged its 6 requests")
+    # Node B learns the cluster's count for a source at its next merge after
+    # its first request from it: the bound is one merge interval.
+    first_b = b.options(source_ip=source, timeout=0.5)
+    wait_for(lambda: flood_count(lab, source) == 7, "node B merged its request")
+    rest_b = [b.options(source_ip=source, timeout=0.5) for _ in range(4)]
     # One allowance of 10 for the source, whichever node it talks to.
-    assert to_a + to_b == [200] * 10 + [None] * 2
-    assert len(events(lab, node="node-b", module="flood")) >= 2
+    assert to_a + [first_b] + rest_b == [200] * 10 + [None]
+    refused = events(lab, node="node-b", module="flood", src_ip=source)
+    assert [e["reason"] for e in refused] == [
+        f"11 options requests from {source} in 10s (allowance 10)"
+    ]
     assert not ban_of(lab, source)
 
 

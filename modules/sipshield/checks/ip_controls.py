@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from sipshield.sip.message import SipRequest
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+ALLOWED, DENIED, UNPARSABLE = "allowed", "denied", "unparsable"
+# Sources whose listing a worker remembers (the lists are fixed at start-up).
+LISTINGS_REMEMBERED = 65536
 
 
 class IpControlsConfig(ModuleConfig):
@@ -64,6 +67,7 @@ class IpControls(SecurityModule):
         self.deny = _networks(config.deny)
         self.trunk_domains: dict[str, TrunkSite] = {}
         self.site: Site | None = None
+        self._listings: dict[str, str] = {}
 
     def bind(self, site: Site) -> None:
         self.site = site
@@ -71,16 +75,36 @@ class IpControls(SecurityModule):
             for domain in trunk.config.domains:
                 self.trunk_domains[domain.lower()] = trunk
 
+    def _listing(self, source: str) -> str:
+        """Where ``source`` is listed: ALLOWED, DENIED, UNPARSABLE or "" (remembered)."""
+        listing = self._listings.get(source)
+        if listing is None:
+            try:
+                address = ipaddress.ip_address(source)
+            except ValueError:
+                listing = UNPARSABLE
+            else:
+                listing = (
+                    ALLOWED
+                    if _contains(self.allow, address)
+                    else DENIED
+                    if _contains(self.deny, address)
+                    else ""
+                )
+            if len(self._listings) >= LISTINGS_REMEMBERED:
+                self._listings.clear()  # a sweep of many sources must not grow it forever
+            self._listings[source] = listing
+        return listing
+
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
-        try:
-            address = ipaddress.ip_address(msg.src_ip)
-        except ValueError:
-            return Drop(f"unparsable source address {msg.src_ip!r}")
-        if _contains(self.allow, address):
-            return Accept(f"{msg.src_ip} is allowlisted")
-        if _contains(self.deny, address):
-            reason = f"{msg.src_ip} is on the deny list"
-            return Reject(reason, droppable=True)
+        source = msg.src_ip
+        listing = self._listing(source)
+        if listing == UNPARSABLE:
+            return Drop(f"unparsable source address {source!r}")
+        if listing == ALLOWED:
+            return Accept(f"{source} is allowlisted")
+        if listing == DENIED:
+            return Reject(f"{source} is on the deny list", droppable=True)
         for trunk in self.site.trunks_of(msg.src_ip) if self.site else ():
             if msg.transport != trunk.config.transport:
                 return Reject(
@@ -90,7 +114,7 @@ class IpControls(SecurityModule):
                 )
         if self.trunk_domains:
             claimed = self.trunk_domains.get(_domain_of(msg.header("from") or ""))
-            if claimed and not _contains(claimed.networks, address):
+            if claimed and not _contains(claimed.networks, ipaddress.ip_address(source)):
                 return Reject(
                     f"From claims trunk {claimed.name} but {msg.src_ip} is not one of its sources",
                     code=403,

@@ -15,6 +15,7 @@ which extensions exist.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -66,14 +67,15 @@ class ScannerDetection(SecurityModule):
     def __init__(self, config: ScannerConfig) -> None:
         super().__init__(config)
         self.settings = config
-        self.signatures = tuple(sig.lower() for sig in config.user_agents)
+        # One search for every signature (plain substrings, escaped).
+        self.signatures = re.compile(
+            "|".join(re.escape(sig.lower()) for sig in config.user_agents) or r"(?!)"
+        )
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
-        agent = msg.user_agent.lower()
-        if agent:
-            for signature in self.signatures:
-                if signature in agent:
-                    return Ban(f"scanner User-Agent {msg.user_agent[:60]!r}")
+        agent = msg.user_agent
+        if agent and self.signatures.search(agent.lower()):
+            return Ban(f"scanner User-Agent {agent[:60]!r}")
         return CONTINUE
 
     def observe_reply(self, reply: ReplyFacts, state: SharedState) -> Ban | None:

@@ -36,9 +36,12 @@ from sipshield.sip.sip_syntax import (
     check_via,
     is_number,
     is_token,
+    only,
     split_address_list,
     uri_scheme,
 )
+
+_CALL_ID = only(CALL_ID_CHARS)
 
 if TYPE_CHECKING:
     from sipshield.core.state import SharedState
@@ -231,7 +234,7 @@ def check_header_counts(msg: RawSipMessage, rules: ValidationConfig) -> Problem 
 def check_identifiers(msg: RawSipMessage, rules: ValidationConfig) -> Problem | None:
     """Call-ID, CSeq and Max-Forwards (each present exactly once by now)."""
     call_id = msg.call_id
-    if not call_id or not set(call_id) <= CALL_ID_CHARS:
+    if not _CALL_ID.fullmatch(call_id):
         return _bad("malformed Call-ID")
     cseq = (msg.header("cseq") or "").split()
     if len(cseq) != 2 or not is_number(cseq[0], 10) or int(cseq[0]) > MAX_CSEQ:

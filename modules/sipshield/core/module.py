@@ -58,6 +58,8 @@ class SecurityModule(ABC):
     observes_replies: ClassVar[bool] = False
     # True for a module that also judges requests just before they are relayed.
     checks_relay: ClassVar[bool] = False
+    # True for a module with periodic work (on_timer).
+    has_timer: ClassVar[bool] = False
     # The Config field ("drop" or "reject") that says how its droppable
     # refusals are answered; the decide step reads it, not the module.
     response_setting: ClassVar[str | None] = None
@@ -79,6 +81,10 @@ class SecurityModule(ABC):
 
     def bind(self, site: Site) -> None:  # noqa: B027 - optional hook, empty by default
         """Take what the module needs of the site (domain, PBX, trunks, TLS); once, at build."""
+
+    def on_timer(self, state: SharedState) -> None:  # noqa: B027 - optional hook
+        """Periodic work (merging counts into Redis): every 200 ms, in the node's
+        timer process, never while a request waits.  Only called when ``has_timer``."""
 
     def observe_reply(self, reply: ReplyFacts, state: SharedState) -> Ban | None:
         """Look at a final reply to an initial request from outside; maybe ask for a ban.

@@ -24,6 +24,7 @@ from redis.retry import Retry
 
 from sipshield.core.decisions import DecisionStore
 from sipshield.core.module import FailureMode
+from sipshield.core.node_counters import NodeCounters
 
 log = logging.getLogger("sipshield.core.state")
 
@@ -67,6 +68,9 @@ class SharedState:
         # The ban decisions, attached by whoever builds the store (the handler,
         # the CLI): modules reach them through the handle they are given.
         self.decisions: DecisionStore | None = None
+        # Counters every process of this node shares (attached by the KEMI
+        # handler: Kamailio's shared memory); None outside Kamailio.
+        self.node: NodeCounters | None = None
 
     # -- keys -----------------------------------------------------------------
     def key(self, *parts: str | int) -> str:

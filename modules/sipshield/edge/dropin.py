@@ -100,6 +100,12 @@ class Shield:
         """
         self.handler.on_branch()
 
+    def timer(self) -> None:
+        """Call from the node's timer (rtimer, every 200 ms): flood's counts are merged
+        across nodes there.  The configuration declares the timer and the htable
+        (docs/dropin.md)."""
+        self.handler.ksr_timer(None)
+
 
 # --- the native drop-in, as an edit of a kamailio.cfg ---------------------
 

@@ -24,6 +24,7 @@ from sipshield.core.site import Site
 from sipshield.core.state import SharedState
 from sipshield.core.verdict import PASS, Decision
 from sipshield.edge.edge_routing import EdgeRouter
+from sipshield.edge.htable_counters import TABLE, HtableCounters, table_declared
 from sipshield.edge.kamailio_log import send_logging_to_kamailio
 from sipshield.edge.media import MediaAnchor
 from sipshield.sip.cert_names import pem_certificates
@@ -43,6 +44,7 @@ KEMI_CALLBACKS = (
     "ksr_tls_event",
     ONREPLY_ROUTE := "ksr_onreply_route",
     FAILURE_ROUTE := "ksr_failure_route",
+    "ksr_timer",
 )
 # Transaction flag: the replies go to the observing modules.  The reply route
 # is armed for media anchoring too, on transactions they must not count.
@@ -57,6 +59,7 @@ DROPIN_ENTRY_POINTS = (
     "sipshield_local_reply",
     "sipshield_record_route",
     "sipshield_branch",
+    "sipshield_timer",
 )
 # What python_exec("sipshield_request") returns, as the route's $rc.  -1 is
 # left to Kamailio, which returns it when the Python call itself fails: the
@@ -91,6 +94,15 @@ class KemiHandler:
         self.state = SharedState(policy.redis)
         # The decisions (bans) the chain makes and enforces, in Redis.
         self.state.decisions = BanStore(self.state, policy.bans, never_banned(policy))
+        # Counts the node's workers share (flood), in the htable the configuration declares.
+        if table_declared(ksr):
+            self.state.node = HtableCounters(ksr)
+        else:
+            log.warning(
+                "htable %r not declared: each worker counts request rates alone "
+                "(kamailio.cfg and the drop-in declare it; see docs/architecture.md)",
+                TABLE,
+            )
         self.events = EventSink(policy.events, self.state, policy.node)
         # Who is who (the PBX, the trunks): worked out once, carried by every view.
         self.site = Site.from_policy(policy)
@@ -299,6 +311,17 @@ class KemiHandler:
     def sipshield_branch(self, msg: Any) -> int:
         self.on_branch()
         return 1
+
+    def ksr_timer(self, msg: Any, timer: str = "") -> int:
+        """The node's timer process (rtimer, every 200 ms): the modules' periodic work."""
+        try:
+            self.pipeline.on_timer()
+        except Exception:
+            log.exception("sipshield core error in the timer process")
+        return 1
+
+    def sipshield_timer(self, msg: Any) -> int:
+        return self.ksr_timer(msg)
 
     def ksr_tls_event(self, event_name: str) -> int:
         """A TLS connection Kamailio opened: drop it unless the server is the trunk meant.

@@ -49,8 +49,20 @@ _USER_PART = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:([^@;?>]+)@")
 
 def canonical_header_name(name: str) -> str:
     """Lower-cased long form of a header name (``i`` and ``CALL-ID`` give ``call-id``)."""
+    known = _CANONICAL.get(name)
+    if known is not None:
+        return known
     lowered = name.strip().lower()
-    return COMPACT_HEADERS.get(lowered, lowered)
+    canonical = COMPACT_HEADERS.get(lowered, lowered)
+    if len(_CANONICAL) < _CANONICAL_REMEMBERED:  # a peer's invented names must not grow it
+        _CANONICAL[name] = canonical
+    return canonical
+
+
+# Header names as they are spelt on the wire -> canonical_header_name(); the
+# same few dozen spellings make up nearly every message.
+_CANONICAL: dict[str, str] = {}
+_CANONICAL_REMEMBERED = 4096
 
 
 def uri_of(name_addr: str) -> str:
@@ -268,12 +280,18 @@ class RawSipMessage(DerivedFacts):
                 raise MalformedMessage(f"header line without a name and colon: {line[:60]!r}")
             self.headers.append((canonical_header_name(name), value.strip()))
 
+    @cached_property
+    def _values_by_name(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for hname, value in self.headers:
+            index.setdefault(hname, []).append(value)
+        return index
+
     def header_values(self, name: str) -> list[str]:
-        wanted = canonical_header_name(name)
-        return [value for hname, value in self.headers if hname == wanted]
+        return list(self._values_by_name.get(canonical_header_name(name), ()))
 
     def header(self, name: str) -> str | None:
-        values = self.header_values(name)
+        values = self._values_by_name.get(canonical_header_name(name))
         return values[0] if values else None
 
     @cached_property

@@ -13,6 +13,7 @@ what they refuse is what no conforming element sends.
 
 from __future__ import annotations
 
+import re
 import string
 
 _ALNUM = string.ascii_letters + string.digits
@@ -31,12 +32,29 @@ PARAM_VALUE_CHARS = TOKEN_CHARS | frozenset(":[]")
 SIP_SCHEMES = ("sip", "sips")
 
 
+def only(chars: frozenset[str]) -> re.Pattern[str]:
+    """A pattern whose fullmatch says a non-empty text holds nothing but ``chars``.
+
+    One character class: linear, and several times faster than ``set(text) <= chars``.
+    """
+    return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]+")
+
+
+_TOKEN = only(TOKEN_CHARS)
+_URI = only(URI_CHARS)
+_SCHEME = only(SCHEME_CHARS)
+_HOST = only(HOST_CHARS)
+_IPV6 = only(IPV6_CHARS)
+_PARAM_VALUE = only(PARAM_VALUE_CHARS)
+_AFTER_HOST = re.compile("[;?]")
+
+
 class SipSyntaxError(ValueError):
     """A part of a message breaks the grammar; the message says how."""
 
 
 def is_token(text: str) -> bool:
-    return bool(text) and set(text) <= TOKEN_CHARS
+    return _TOKEN.fullmatch(text) is not None
 
 
 def is_number(text: str, max_digits: int) -> bool:
@@ -69,6 +87,8 @@ def split_outside_quotes(text: str, separator: str) -> list[str]:
 
 def split_address_list(text: str) -> list[str]:
     """Split a Route/Contact list on commas outside quotes and angle brackets."""
+    if "," not in text:
+        return [text]
     parts: list[str] = []
     start = 0
     quoted = escaped = bracketed = False
@@ -94,7 +114,7 @@ def split_address_list(text: str) -> list[str]:
 def uri_scheme(uri: str) -> str:
     """The lower-cased scheme of a URI, or raise when it has none."""
     scheme, colon, _ = uri.partition(":")
-    if not colon or not scheme or not scheme[0].isalpha() or not set(scheme) <= SCHEME_CHARS:
+    if not colon or not scheme or not scheme[0].isalpha() or not _SCHEME.fullmatch(scheme):
         raise SipSyntaxError("no valid URI scheme")
     return scheme.lower()
 
@@ -104,7 +124,7 @@ def check_hostport(hostport: str) -> None:
     if hostport.startswith("["):
         end = hostport.find("]")
         host, after = hostport[1:end], hostport[end + 1 :]
-        if end < 0 or not host or not set(host) <= IPV6_CHARS:
+        if end < 0 or not _IPV6.fullmatch(host):
             raise SipSyntaxError("malformed IPv6 reference")
         if after and not after.startswith(":"):
             raise SipSyntaxError("junk after IPv6 reference")
@@ -114,7 +134,7 @@ def check_hostport(hostport: str) -> None:
         port = port_text if colon else None
         if not host:
             raise SipSyntaxError("no host")
-        if not set(host) <= HOST_CHARS:
+        if not _HOST.fullmatch(host):
             raise SipSyntaxError("invalid character in host")
     if port is not None and not (is_number(port, 5) and 0 < int(port) < 65536):
         raise SipSyntaxError("invalid port")
@@ -126,7 +146,7 @@ def check_uri(uri: str) -> None:
     rest = uri[len(scheme) + 1 :]
     if not rest:
         raise SipSyntaxError("empty URI after the scheme")
-    if not set(rest) <= URI_CHARS:
+    if not _URI.fullmatch(rest):
         raise SipSyntaxError("invalid character in URI")
     escape = rest.find("%")
     while escape >= 0:
@@ -142,8 +162,8 @@ def check_uri(uri: str) -> None:
     elif not user:
         raise SipSyntaxError("empty user part")
     # Parameters and headers follow the host; neither may hold an unescaped '@'.
-    end = min((i for i in (hostpart.find(";"), hostpart.find("?")) if i >= 0), default=None)
-    check_hostport(hostpart[:end])
+    after_host = _AFTER_HOST.search(hostpart)
+    check_hostport(hostpart[: after_host.start()] if after_host else hostpart)
 
 
 def check_params(text: str) -> dict[str, str]:
@@ -159,8 +179,7 @@ def check_params(text: str) -> dict[str, str]:
         if not is_token(name):
             raise SipSyntaxError("malformed parameter")
         if equals and not (
-            (len(value) > 1 and value[0] == value[-1] == '"')
-            or (value and set(value) <= PARAM_VALUE_CHARS)
+            (len(value) > 1 and value[0] == value[-1] == '"') or _PARAM_VALUE.fullmatch(value)
         ):
             raise SipSyntaxError(f"malformed value of parameter {name}")
         params[name.lower()] = value

@@ -72,3 +72,7 @@ class OperatorRouting:
     def ksr_reply_route(self, msg):
         self.shield.reply()
         return 1
+
+    def ksr_timer(self, msg, timer):
+        self.shield.timer()
+        return 1
