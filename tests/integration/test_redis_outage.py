@@ -31,6 +31,7 @@ def register_request(lab: RunningLab) -> bytes:
         "Content-Length: 0\r\n\r\n"
     ).encode()
 
+
 pytestmark = pytest.mark.integration
 
 POLICY = """\

@@ -47,7 +47,8 @@ class BanCheck(SecurityModule):
         decisions = state.decisions
         if decisions is None:
             return CONTINUE
-        scope = decisions.banned(msg.src_ip, msg.from_user)
+        # The From user is parsed only while a user-scoped ban is in force.
+        scope = decisions.banned(msg.src_ip, lambda: msg.from_user)
         if scope is None:
             return CONTINUE
         self._count(scope, decisions)

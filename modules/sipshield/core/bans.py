@@ -68,8 +68,11 @@ class BanRecord:
         return max(0, round(self.expires - self.created))
 
 
+USER_SCOPE = "user:"
+
+
 def scope_key(ip: str, user: str = "") -> str:
-    return f"user:{ip}:{user}" if user else f"ip:{ip}"
+    return f"{USER_SCOPE}{ip}:{user}" if user else f"ip:{ip}"
 
 
 # -- the change feed ------------------------------------------------------------
@@ -125,6 +128,8 @@ class BanStore:
         self.index_key = state.key("bans")
         self.channel = state.key("bans", "changes")
         self._cache: dict[str, float] = {}
+        # Whether any cached ban is scoped to a user (kept with the cache).
+        self._user_scoped = False
         self._next_resync = 0.0
         self._pubsub: Any = None
 
@@ -193,6 +198,7 @@ class BanStore:
 
         record = self.state.run(operation)
         self._cache[scope] = record.expires
+        self._cache_changed()
         return record
 
     def remove(self, ip: str, user: str = "") -> bool:
@@ -207,6 +213,7 @@ class BanStore:
             return bool(deleted)
 
         self._cache.pop(scope, None)
+        self._cache_changed()
         return bool(self.state.run(operation))
 
     def list(self) -> list[BanRecord]:
@@ -237,17 +244,30 @@ class BanStore:
         return self.state.run(operation)
 
     # -- enforcement (hot path) -------------------------------------------------
-    def banned(self, ip: str, user: str = "") -> str | None:
-        """The scope that bans this request, or None.  No Redis round trip."""
+    def banned(self, ip: str, user: str | Callable[[], str] = "") -> str | None:
+        """The scope that bans this request, or None.  No Redis round trip.
+
+        ``user`` may be a function giving it, called only while some ban in
+        force is scoped to a user (reading it costs the caller a parse).
+        """
         self._refresh()
         now = self.clock()
-        for scope in (scope_key(ip), scope_key(ip, user)) if user else (scope_key(ip),):
+        scopes = [scope_key(ip)]
+        if self._user_scoped:
+            name = user() if callable(user) else user
+            if name:
+                scopes.append(scope_key(ip, name))
+        for scope in scopes:
             expires = self._cache.get(scope)
             if expires is not None:
                 if expires > now:
                     return scope
                 del self._cache[scope]
+                self._cache_changed()
         return None
+
+    def _cache_changed(self) -> None:
+        self._user_scoped = any(scope.startswith(USER_SCOPE) for scope in self._cache)
 
     def count_hit(self, scope: str, count: int = 1) -> None:
         """Count blocked requests on the ban record (for operators); never on a gone ban."""
@@ -308,6 +328,7 @@ class BanStore:
             self._cache.pop(change.scope, None)
         else:
             self._cache[change.scope] = change.expires
+        self._cache_changed()
 
     def _resync(self, now: float) -> None:
         if not self.state.available_for_retry():
@@ -323,6 +344,7 @@ class BanStore:
 
         try:
             self._cache = self.state.run(operation)
+            self._cache_changed()
         except Exception:  # Redis down: keep enforcing what is cached
             self._pubsub = None
             self._next_resync = now + self.settings.resync_interval_s

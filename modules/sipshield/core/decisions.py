@@ -10,6 +10,7 @@ hot path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -18,8 +19,11 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class DecisionStore(Protocol):
-    def banned(self, ip: str, user: str = "") -> str | None:
-        """The scope of a ban on this source (or user at it), or None; no round trip."""
+    def banned(self, ip: str, user: str | Callable[[], str] = "") -> str | None:
+        """The scope of a ban on this source (or user at it), or None; no round trip.
+
+        ``user`` may be a function giving it, called only when it matters.
+        """
         ...
 
     def add(

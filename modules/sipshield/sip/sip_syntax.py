@@ -48,6 +48,28 @@ _IPV6 = only(IPV6_CHARS)
 _PARAM_VALUE = only(PARAM_VALUE_CHARS)
 _AFTER_HOST = re.compile("[;?]")
 
+# The forms nearly every message uses, each one pattern (character classes
+# and fixed separators only: linear, no backtracking to speak of).  A value
+# that matches is well formed; one that does not is read piece by piece by
+# the checks below, which decide.  Each pattern accepts only what those
+# checks accept (tests/unit/test_sip_syntax_common_forms.py).
+_T = r"[A-Za-z0-9.!%*_+`'~-]+"  # token
+_PV = r"[A-Za-z0-9.!%*_+`'~:\[\]-]+"  # parameter value: token or host
+_HOSTPORT = (
+    r"[A-Za-z0-9.-]+"
+    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+)
+_USER = r"[A-Za-z0-9_.!~*'()&=+$-]+@"
+_SIP_URI = rf"sips?:(?:{_USER})?{_HOSTPORT}"
+_URI_PARAMS = r"(?:;[A-Za-z0-9_.!~*'()&=+$:/\[\]-]*)*"
+_HEADER_PARAMS = rf"(?:;{_T}(?:={_PV})?)*"
+_COMMON_URI = re.compile(_SIP_URI + _URI_PARAMS)
+_COMMON_VIA = re.compile(rf"SIP/2\.0/{_T} {_HOSTPORT}{_HEADER_PARAMS}")
+_COMMON_NAME_ADDR = re.compile(
+    rf"(?:(?:\"[^\"\\]*\" *|[A-Za-z0-9.!%*_+`'~ -]*)<{_SIP_URI}{_URI_PARAMS}>|{_SIP_URI})"
+    + _HEADER_PARAMS
+)
+
 
 class SipSyntaxError(ValueError):
     """A part of a message breaks the grammar; the message says how."""
@@ -142,6 +164,12 @@ def check_hostport(hostport: str) -> None:
 
 def check_uri(uri: str) -> None:
     """A URI with a scheme, legal characters, well-formed escapes and, for SIP, a host."""
+    if not _COMMON_URI.fullmatch(uri):
+        read_uri(uri)
+
+
+def read_uri(uri: str) -> None:
+    """:func:`check_uri` piece by piece, for any form."""
     scheme = uri_scheme(uri)
     rest = uri[len(scheme) + 1 :]
     if not rest:
@@ -188,6 +216,13 @@ def check_params(text: str) -> dict[str, str]:
 
 def check_via(value: str) -> None:
     """One Via header value: comma-separated ``SIP/2.0/transport sent-by;params``."""
+    # Parameter values hold no ';' or '=': ";branch=" can only start the branch.
+    if not (_COMMON_VIA.fullmatch(value) and ";branch=" in value.lower()):
+        read_via(value)
+
+
+def read_via(value: str) -> None:
+    """:func:`check_via` piece by piece, for any form."""
     for via_parm in split_outside_quotes(value, ","):
         head, _, params = via_parm.partition(";")
         pieces = head.split("/", 2)
@@ -207,6 +242,12 @@ def check_via(value: str) -> None:
 
 def check_name_addr(value: str) -> None:
     """A From/To value: ``[display-name] <URI> *params`` or ``URI *params``."""
+    if not _COMMON_NAME_ADDR.fullmatch(value):
+        read_name_addr(value)
+
+
+def read_name_addr(value: str) -> None:
+    """:func:`check_name_addr` piece by piece, for any form."""
     text = value.strip()
     if text.startswith('"'):
         # A quoted display name, possibly holding '<', ';' or escaped quotes.
