@@ -54,7 +54,7 @@ class BruteForce(SecurityModule):
         user_key = state.key("authfail", "user", reply.src_ip, reply.user)
         source_key = state.key("authfail", "source", reply.src_ip)
         if 200 <= reply.status < 300:
-            state.run(lambda client: client.delete(user_key))
+            state.defer(lambda pipe: pipe.delete(user_key))
             return None
         if reply.status not in AUTH_FAILURES:
             return None

@@ -207,14 +207,12 @@ class FloodControl(SecurityModule):
         if 200 <= reply.status < 300 and reply.had_credentials:
             key = state.key("authusers", reply.src_ip)
 
-            def operation(client: Any) -> int:
-                pipe = client.pipeline(transaction=False)
+            def write(pipe: Any) -> None:
                 pipe.sadd(key, reply.user)
                 pipe.expire(key, AUTH_USERS_TTL_S)
-                pipe.scard(key)
-                return int(pipe.execute()[-1])
 
-            # The allowance grows on this node at once, on the others at their next merge.
-            users = state.run(operation)
-            self.counts(state).node.put(f"{USERS}|{reply.src_ip}", users + 1)
+            # The nodes learn the new allowance at their next merge (the
+            # source's count is read when it passes its base limit).
+            state.defer(write)
+            self.counts(state).node.remove(f"{USERS}|{reply.src_ip}")
         return None

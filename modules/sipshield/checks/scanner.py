@@ -84,7 +84,7 @@ class ScannerDetection(SecurityModule):
         failures_key = state.key("scan", "failures", reply.src_ip)
         users_key = state.key("scan", "users", reply.src_ip)
         if 200 <= reply.status < 300:
-            state.run(lambda client: client.delete(failures_key, users_key))
+            state.defer(lambda pipe: pipe.delete(failures_key, users_key))
             return None
         failed = reply.status in NOT_FOUND or (
             reply.status in AUTH_CHALLENGES and reply.had_credentials

@@ -278,6 +278,13 @@ class Pipeline:
 
     def observe(self, reply: ReplyFacts) -> None:
         """Show a final reply to the modules that observe replies; store the bans they ask for."""
+        try:
+            self._observe(reply)
+        finally:
+            # The observers' counter resets, in one round trip.
+            self.state.flush_deferred()
+
+    def _observe(self, reply: ReplyFacts) -> None:
         for stage in self.stages:
             if not stage.module.observes_replies:
                 continue

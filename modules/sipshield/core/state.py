@@ -12,6 +12,7 @@ outage means for a request (the policy's ``redis.on_failure``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -65,6 +66,8 @@ class SharedState:
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._scripts: dict[str, Any] = {}
+        # Writes whose answer nobody waits for, sent together by flush_deferred().
+        self._deferred: list[Callable[[Any], None]] = []
         # The ban decisions, attached by whoever builds the store (the handler,
         # the CLI): modules reach them through the handle they are given.
         self.decisions: DecisionStore | None = None
@@ -133,6 +136,29 @@ class SharedState:
             )
             self._down_since = None
         return result
+
+    def defer(self, write: Callable[[Any], None]) -> None:
+        """Queue ``write`` (it adds commands to a pipeline) for :meth:`flush_deferred`.
+
+        For updates nothing waits on: the modules observing one reply each
+        reset their counters, and one round trip carries them all.
+        """
+        self._deferred.append(write)
+
+    def flush_deferred(self) -> None:
+        """Send the queued writes in one pipeline; lost (and logged once) when Redis is down."""
+        writes, self._deferred = self._deferred, []
+        if not writes:
+            return
+
+        def operation(client: redis.Redis) -> None:
+            pipe = client.pipeline(transaction=False)
+            for write in writes:
+                write(pipe)
+            pipe.execute()
+
+        with contextlib.suppress(StateUnavailable):
+            self.run(operation)
 
     def _safe_url(self) -> str:
         # Never log a password embedded in the URL.
