@@ -1,286 +1,182 @@
-"""Benchmark sipshield against the native-Kamailio reference, in one run.
+"""Benchmark sipshield against native Kamailio and the Python floor, in one run.
 
-Configurations, each a full lab (SBC, PBX, Redis, rtpengine) on loopback:
-  a) sipshield: the reference kamailio.cfg with the Python pipeline, running
-     bench/policies/sipshield-validation.yaml (validation in enforce mode);
-  b) native: bench/native-reference.cfg, the same relaying in Kamailio's own
-     language with sanity_check, no Python.
+Configurations (bench.targets), each a full lab, all up for the whole run:
+  native-minimal    Kamailio answering OPTIONS with maxfwd + sanity_check +
+                    sl_send_reply, relaying the rest plainly (the native floor)
+  python-floor      a KEMI script that only replies to OPTIONS and relays the
+                    rest with no check (the cost of Python itself)
+  native-reference  sipshield's routing in Kamailio's language, with sanity_check
+  native-protection the same with Kamailio's own flood, ban and scanner defences
+  sipshield-*       sipshield's kamailio.cfg with the policies in bench/policies/
 
-Workloads (SIPp):
-  options   OPTIONS to the SBC itself                       1 request each
-  register  REGISTER, 401, REGISTER with credentials, 200   2 requests each
-  call      INVITE, 407, ACK, INVITE, 200, ACK, BYE, 200;   8 requests each
-            the SBC also relays the PBX's INVITE, ACK and BYE to the callee
+Workloads (SIPp, bench.workloads): options, register, call.
 
-Two measurements per workload and configuration:
-  cost      CPU time (user + system, from /proc) of every SBC Kamailio
-            process over a fixed load at a moderate rate, per request;
-  capacity  stepped rates; the highest step with zero failed calls.
+Measured (the method is in REPORT.md's first paragraph):
+  cost      SBC CPU µs per handled request (and Redis's), interleaved rounds;
+  capacity  stepped rates with the SBC alone on core 0 (bench.capacity);
+  stages    µs per sipshield module from a lab with SIPSHIELD_STAGE_TIMES;
+  and the drop-in, kernel-flood and media sections from their own modules.
 
-Writes bench/REPORT.md.  Usage, from the repository: python -m bench.run [--quick]
+Writes bench/REPORT.md and bench/report.json.  From the repository:
+  python -m bench.run [--quick] [--only PARTS]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bench import kernel_flood, media_bench, stock_dropin
-from sipshield.lab.net import free_port
-from sipshield.lab.sipp import SippResult, SippServer, run_sipp
-from sipshield.lab.stack import group_cpu_seconds
+from bench import capacity, cost, kernel_flood, labs, media_bench, report, stock_dropin
+from bench.plan import FULL, QUICK, Plan
+from bench.stage_times import StageRecorder
+from bench.targets import (
+    CAPACITY,
+    COMPARISONS,
+    FLOORS,
+    STAGE_LAB,
+    STAGE_TIMED,
+    TARGETS,
+    Comparison,
+    Target,
+)
+from bench.workloads import LAB_FLOWS
 from tests.support.netns import NamespacesRefused
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-
-# name -> (policy, SBC configuration; None is sipshield's reference kamailio.cfg)
-CONFIGS = {
-    "sipshield-validation": (BENCH / "policies" / "sipshield-validation.yaml", None),
-    "native-sanity": (
-        BENCH / "policies" / "sipshield-validation.yaml",
-        BENCH / "native-reference.cfg",
-    ),
-    "sipshield-protection": (BENCH / "policies" / "sipshield-protection.yaml", None),
-    "native-protection": (
-        BENCH / "policies" / "sipshield-validation.yaml",
-        BENCH / "native-protection.cfg",
-    ),
-    "sipshield-dialog": (BENCH / "policies" / "sipshield-dialog.yaml", None),
-    "sipshield-dialog-records": (BENCH / "policies" / "sipshield-dialog-records.yaml", None),
-}
-# Each row of the report: (what is compared, sipshield config, native reference)
-COMPARISONS = [
-    ("validation vs sanity_check", "sipshield-validation", "native-sanity"),
-    (
-        "ip_controls+bans+validation+flood+scanner+brute_force vs htable ipban+pike+sanity",
-        "sipshield-protection",
-        "native-protection",
-    ),
-    (
-        "validation + signed dialog tokens + CANCEL and registration guards vs sanity_check",
-        "sipshield-dialog",
-        "native-sanity",
-    ),
-    (
-        "the same with dialog records in Redis (CSeq per side) vs sanity_check",
-        "sipshield-dialog-records",
-        "native-sanity",
-    ),
-]
-REQUESTS_PER_FLOW = {"options": 1, "register": 2, "call": 8}
-COST_LOAD = {"options": (3000, 500), "register": (1000, 200), "call": (300, 50)}
-STEPS = {
-    "options": [500, 1000, 2000, 4000, 8000],
-    "register": [200, 400, 800, 1600],
-    "call": [25, 50, 100, 200, 400],
-}
-STEP_SECONDS = 4
-DRAIN_SECONDS = 8
+# How long every lab's idle CPU is watched before the rounds.
+IDLE_SECONDS = 2.0
+PARTS_HELP = (
+    "comma-separated parts: comparison numbers (1-based: "
+    + "; ".join(f"{n} {c.ours}" for n, c in enumerate(COMPARISONS, 1))
+    + "; the floors always run with them), 'capacity', 'stages', 'dropin', 'kernel',"
+    " 'media'; default all"
+)
 
 
-@dataclass
-class Lab:
-    directory: Path
-    info: dict
-
-    @property
-    def target(self) -> str:
-        return self.info["sip"]["udp"]
-
-    def password(self, user: str) -> str:
-        return next(u["password"] for u in self.info["users"] if u["username"] == user)
-
-    def cpu_seconds(self) -> float:
-        return group_cpu_seconds(self.info["pids"]["sbc"])
+def cost_targets(comparisons: list[Comparison]) -> list[str]:
+    """The floors, then each comparison's native equivalent and sipshield configuration."""
+    names: list[str] = list(FLOORS) if comparisons else []
+    for comparison in comparisons:
+        names += [n for n in (comparison.native, comparison.ours) if n not in names]
+    return names
 
 
-@dataclass
-class Outcome:
-    cost_us: dict[str, float] = field(default_factory=dict)
-    capacity: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+def _labs_wanted(
+    names: list[str], with_capacity: bool, with_stages: bool
+) -> dict[str, tuple[Target, bool]]:
+    """Every lab the parts asked for: name -> (configuration, whether it writes stage times)."""
+    wanted = {name: (TARGETS[name], False) for name in names}
+    if with_capacity:
+        wanted |= {n: (TARGETS[n], False) for group in CAPACITY.values() for n in group}
+    if with_stages:
+        wanted[STAGE_LAB] = (TARGETS[STAGE_TIMED], True)
+    return wanted
 
 
-def lab_up(name: str, directory: Path) -> Lab:
-    policy, sbc_config = CONFIGS[name]
-    argv = [sys.executable, "-m", "sipshield.ops.cli", "lab", "up", "--policy", str(policy)]
-    argv += ["--dir", str(directory), "--detach"]
-    if sbc_config:
-        argv += ["--sbc-config", str(sbc_config)]
-    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
-    return Lab(directory, json.loads((directory / "lab.json").read_text()))
+def _stage_recorder(running: dict[str, labs.BenchLab]) -> StageRecorder:
+    staged = running[STAGE_LAB]
+    if staged.stage_dir is None:
+        raise RuntimeError(f"{STAGE_LAB} was started without a stage-times directory")
+    recorder = StageRecorder(STAGE_LAB, staged.endpoint, staged.stage_dir)
+    if not recorder.written:
+        print("  stage times: the runtime wrote no file", flush=True)
+    return recorder
 
 
-def lab_down(lab: Lab) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "sipshield.ops.cli", "lab", "down", "--dir", str(lab.directory)],
-        check=False, capture_output=True, timeout=60,
-    )  # fmt: skip
+def measure_labs(
+    plan: Plan, quick: bool, comparisons: list[Comparison], with_capacity: bool, with_stages: bool
+) -> report.Results:
+    names = cost_targets(comparisons) + ([STAGE_LAB] if with_stages else [])
+    results = report.Results(plan, quick, names, comparisons)
+    wanted = _labs_wanted(cost_targets(comparisons), with_capacity, with_stages)
+    if not wanted:
+        return results
+    with labs.running(wanted) as running:
+        systems = [running[name] for name in names]
+        if systems:
+            # Before anything is sent: the stage recorder's first burst is load too.
+            results.idle = cost.idle(systems, IDLE_SECONDS)
+        recorder = _stage_recorder(running) if with_stages else None
+        if systems:
+            print(f"cost: {plan.rounds} interleaved rounds", flush=True)
+            after_run = recorder.after_run if recorder is not None else None
+            results.cost = cost.interleaved(systems, LAB_FLOWS, plan.loads, plan.rounds, after_run)
+        if recorder is not None:
+            results.stages, results.stages_written = recorder.samples, recorder.written
+        if with_capacity:
+            for flow in (f for f in LAB_FLOWS if f.name in CAPACITY):
+                print(f"capacity: {flow.name}", flush=True)
+                results.capacity += capacity.measure(
+                    [running[name] for name in CAPACITY[flow.name]],
+                    flow,
+                    plan.capacity_start[flow.name],
+                    plan.step_seconds,
+                    plan.max_steps,
+                )
+    return results
 
 
-def run_flow(lab: Lab, flow: str, calls: int, rate: float, callee_port: int) -> SippResult:
-    common = {"calls": calls, "rate": rate, "timeout_s": int(calls / rate) + 30,
-              "recv_timeout_ms": 5000, "keys": {"domain": lab.info["domain"]}}  # fmt: skip
-    if flow == "options":
-        return run_sipp("options", lab.target, **common)
-    if flow == "register":
-        return run_sipp(
-            "register", lab.target, service="alice", auth=("alice", lab.password("alice")), **common
-        )
-    callee = SippServer("call_uas", local_port=callee_port, calls=calls,
-                        keys={"domain": lab.info["domain"]})  # fmt: skip
-    caller = run_sipp(
-        "call_uac", lab.target, service="bob", auth=("alice", lab.password("alice")),
-        talk_ms=100, **{**common, "keys": {**common["keys"], "caller": "alice"}},
-    )  # fmt: skip
-    answered = callee.finish(timeout_s=30)
-    if caller.ok and not answered.ok:
-        return answered
-    return caller
+def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]:
+    """The sections other modules measure and write: part -> (title, run -> (markdown, data))."""
 
+    def dropin() -> tuple[str, Any]:
+        result = stock_dropin.measure(quick)
+        return stock_dropin.report(result), result.as_json()
 
-def measure(name: str, quick: bool) -> Outcome:
-    outcome = Outcome()
-    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-        lab = lab_up(name, Path(tmp) / "lab")
-        try:
-            callee_port = free_port()
-            reg = run_sipp(
-                "register", lab.target, service="bob", local_port=callee_port,
-                auth=("bob", lab.password("bob")), keys={"domain": lab.info["domain"]},
-            )  # fmt: skip
-            if not reg.ok:
-                raise RuntimeError(f"{name}: callee registration failed\n{reg.explain()}")
-            for flow, (calls, rate) in COST_LOAD.items():
-                if quick:
-                    calls //= 5
-                before = lab.cpu_seconds()
-                result = run_flow(lab, flow, calls, rate, callee_port)
-                spent = lab.cpu_seconds() - before
-                if not result.ok:
-                    outcome.notes.append(f"{flow} cost run had failures: {result.failed}")
-                requests = calls * REQUESTS_PER_FLOW[flow]
-                outcome.cost_us[flow] = spent * 1e6 / requests
-                print(f"  {name} {flow}: {outcome.cost_us[flow]:.0f} us/request", flush=True)
-            for flow, rates in STEPS.items():
-                best = 0
-                for rate in rates[:2] if quick else rates:
-                    calls = rate * STEP_SECONDS
-                    result = run_flow(lab, flow, calls, rate, callee_port)
-                    clean = result.ok and result.successful == calls
-                    print(f"  {name} {flow} @ {rate}/s: {result.successful}/{calls} ok, "
-                          f"{result.failed} failed", flush=True)  # fmt: skip
-                    if not clean:
-                        break
-                    best = rate
-                    time.sleep(1)
-                outcome.capacity[flow] = best
-                # The failed step left transactions and retransmissions behind
-                # (tm's timers run for seconds); the next workload must start
-                # on a drained lab, or it measures this one's overload.
-                time.sleep(DRAIN_SECONDS)
-        finally:
-            lab_down(lab)
-    return outcome
+    def kernel() -> tuple[str, Any]:
+        result = kernel_flood.measure(quick=quick)
+        return "\n".join(kernel_flood.report_lines(result)), result
 
+    def media() -> tuple[str, Any]:
+        result = media_bench.measure(quick)
+        return "\n".join(media_bench.report_lines(result)), result
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
-def report(
-    results: dict[str, Outcome],
-    comparisons: list[tuple[str, str, str]],
-    quick: bool,
-) -> str:
-    kamailio = subprocess.run(["kamailio", "-v"], capture_output=True, text=True).stdout
-    lines = [
-        "# Benchmark: sipshield vs native Kamailio",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench`"
-        + (" (quick mode)" if quick else "")
-        + f", every configuration in the same run, on {os.cpu_count()} cores"
-        f" ({_cpu_model()}), {kamailio.splitlines()[0] if kamailio else 'kamailio'};"
-        " every SBC with 2 UDP workers.",
-        "SIPp, the PBX, Redis and rtpengine run on the same machine, so capacity is"
-        " bounded by the whole lab, not by the SBC alone.",
-        "",
-    ]
-    for title, ours, native in comparisons:
-        a, b = results[ours], results[native]
-        lines += [
-            f"## {title}",
-            "",
-            f"| workload | CPU µs/request {ours} | CPU µs/request {native} | ratio "
-            f"| max rate {ours} (/s) | max rate {native} (/s) | ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for flow in REQUESTS_PER_FLOW:
-            ca, cb = a.cost_us[flow], b.cost_us[flow]
-            ra, rb = a.capacity[flow], b.capacity[flow]
-            lines.append(
-                f"| {flow} | {ca:.0f} | {cb:.0f} | {ca / cb:.2f} | {ra} | {rb} | "
-                + (f"{ra / rb:.2f}" if rb else "n/a")
-                + " |"
-            )
-        lines.append("")
-    lines += [
-        "Cost: CPU time of all SBC Kamailio processes (user + system, /proc/PID/stat)"
-        " during a fixed load, divided by the SIP requests the SBC handled"
-        " (options 1, register 2, call 8 per flow).  Max rate: the highest step of"
-        f" {', '.join(f'{k} {v}' for k, v in STEPS.items())} (per second, {STEP_SECONDS} s"
-        " each) with zero failed calls; 0 means even the first step failed.  Steps run"
-        f" in order on one lab, with {DRAIN_SECONDS} s for it to drain between workloads.",
-        "",
-    ]
-    for name, result in results.items():
-        lines += [f"- note ({name}): {note}" for note in result.notes]
-    return "\n".join(lines) + "\n"
+    return {
+        "dropin": ("the stock configuration with and without the drop-in", dropin),
+        "kernel": ("a banned flood, kernel enforcement off and on", kernel),
+        "media": ("SRTP call setup and rtpengine capacity", media),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller loads, two steps")
-    parser.add_argument(
-        "--only",
-        help="comma-separated parts: comparison numbers (1-based), 'dropin', 'kernel'; default all",
-    )
+    parser.add_argument("--quick", action="store_true", help="short loads, fewer capacity steps")
+    parser.add_argument("--only", help=PARTS_HELP)
     args = parser.parse_args()
     parts = set(args.only.split(",")) if args.only else None
-    comparisons = [c for n, c in enumerate(COMPARISONS, 1) if parts is None or str(n) in parts]
-    wanted = {name for _, ours, native in comparisons for name in (ours, native)}
-    results = {}
-    for name in (n for n in CONFIGS if n in wanted):
-        print(f"benchmarking {name} ...", flush=True)
-        results[name] = measure(name, args.quick)
-    sections = [report(results, comparisons, args.quick)]
-    extras = {
-        "dropin": ("the stock configuration with and without the drop-in", lambda: (
-            stock_dropin.report(stock_dropin.measure(args.quick)))),
-        "kernel": ("a banned flood, kernel enforcement off and on", lambda: "\n".join(
-            kernel_flood.report_lines(kernel_flood.measure(quick=args.quick)))),
-        "media": ("SRTP call setup and rtpengine capacity", lambda: "\n".join(
-            media_bench.report_lines(media_bench.measure(args.quick)))),
-    }  # fmt: skip
+    known = {str(n) for n in range(1, len(COMPARISONS) + 1)} | {
+        "capacity",
+        "stages",
+        *_extras(args.quick),
+    }
+    if parts is not None and not parts <= known:
+        parser.error(f"unknown parts {', '.join(sorted(parts - known))}; {PARTS_HELP}")
+
+    def wants(part: str) -> bool:
+        return parts is None or part in parts
+
+    comparisons = [c for n, c in enumerate(COMPARISONS, 1) if wants(str(n))]
+    plan = QUICK if args.quick else FULL
+    started = time.monotonic()
+    results = measure_labs(plan, args.quick, comparisons, wants("capacity"), wants("stages"))
+    print(f"labs measured in {time.monotonic() - started:.0f} s", flush=True)
+    sections = [report.markdown(results)]
+    data: dict[str, Any] = report.as_json(results)
     failed = 0
-    for part, (title, run) in extras.items():
-        if parts is not None and part not in parts:
+    for part, (title, run) in _extras(args.quick).items():
+        if not wants(part):
             continue
         print(f"benchmarking {title} ...", flush=True)
+        started = time.monotonic()
         try:
-            sections.append(run())
+            text, data[part] = run()
+            sections.append(text)
+            print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
         except NamespacesRefused as exc:
             sections.append(f"## {title}\n\nNot measured: {exc}\n")
         except Exception as exc:  # one broken part must not lose the others
@@ -289,6 +185,7 @@ def main() -> int:
             print(f"  {title} failed: {exc}", flush=True)
     text = "\n".join(section.rstrip() + "\n" for section in sections)
     (BENCH / "REPORT.md").write_text(text)
+    (BENCH / "report.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     print(text)
     return 1 if failed else 0
 

@@ -1,7 +1,8 @@
 """Cost of the drop-in: Debian's stock kamailio.cfg with and without sipshield.
 
 Two configurations, each the stock file from the kamailio package run on
-loopback with 2 UDP workers (tests.support.stock_kamailio):
+loopback with 2 UDP workers (tests.support.stock_kamailio), both running
+for the whole measurement:
   stock          as shipped;
   stock+dropin   the same file plus the include and the three route calls,
                  with the full signalling protection policy below.
@@ -12,22 +13,31 @@ Workloads (SIPp, no authentication, as the stock file has none):
   call      INVITE, 200, ACK, BYE, 200               3 requests each
             (Kamailio relays them to the registered callee)
 
-Cost: CPU time (user + system, /proc) of every Kamailio process over a fixed
-load, per request.  For bench/run.py: ``measure(quick)`` returns
-{config: {workload: µs/request}}, ``report(results)`` a Markdown section.
-Alone, from the repository: python -m bench.stock_dropin [--quick]
+The method is bench/run.py's (bench.cost): Kamailio pinned to core 0, the
+rest to core 1; CPU time of every Kamailio process (and of the drop-in's
+Redis) per handled request; interleaved rounds, median and spread; a run
+with failures reports them instead of a cost.  For bench/run.py:
+``measure(quick)`` and ``report(result)``.  Alone, from the repository:
+python -m bench.stock_dropin [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cost import CostSample, interleaved
+from bench.cpu import placement
+from bench.plan import FULL, QUICK, Plan
+from bench.report import redis_us, run_cell, sbc_us, spread_of, summary_cell
+from bench.stats import ratio_text
+from bench.workloads import Endpoint, Flow, register_callee
 from sipshield.lab.net import free_port
-from sipshield.lab.sipp import SippResult, SippServer, run_sipp
 from tests.support.stock_kamailio import StockKamailio, start
 
 # Limits far above the benchmark's rates: the cost of checking, not of refusing.
@@ -42,91 +52,112 @@ POLICY: dict[str, Any] = {
         {"name": "brute_force"},
     ],
 }  # fmt: skip
-CONFIGS: dict[str, dict[str, Any] | None] = {"stock": None, "stock+dropin": POLICY}
-REQUESTS_PER_FLOW = {"options": 1, "register": 1, "call": 3}
-COST_LOAD = {"options": (3000, 500), "register": (2000, 400), "call": (300, 50)}
+STOCK, DROPIN = "stock", "stock+dropin"
+CONFIGS: dict[str, dict[str, Any] | None] = {STOCK: None, DROPIN: POLICY}
+FLOWS = (
+    Flow("options", "options", 1),
+    Flow("register", "register_noauth", 1),
+    # INVITE, ACK, BYE from the caller; Kamailio relays each to the callee.
+    Flow("call", "call_uac_noauth", 3, answered=True),
+)
 
 
-def run_flow(kamailio: StockKamailio, flow: str, calls: int, rate: float, callee_port: int):
-    common = {"calls": calls, "rate": rate, "timeout_s": int(calls / rate) + 30,
-              "recv_timeout_ms": 5000, "keys": {"domain": kamailio.domain}}  # fmt: skip
-    if flow == "options":
-        return run_sipp("options", kamailio.target, **common)
-    if flow == "register":
-        return run_sipp("register_noauth", kamailio.target, service="alice", **common)
-    callee = SippServer("call_uas", local_port=callee_port, calls=calls,
-                        keys={"domain": kamailio.domain})  # fmt: skip
-    caller = run_sipp("call_uac_noauth", kamailio.target, service="bob", talk_ms=100,
-                      **{**common, "keys": {**common["keys"], "caller": "alice"}})  # fmt: skip
-    answered = callee.finish(timeout_s=30)
-    return answered if caller.ok and not answered.ok else caller
+@dataclass
+class StockSystem:
+    """A running stock Kamailio, as bench.cost measures it."""
+
+    name: str
+    kamailio: StockKamailio
+    endpoint: Endpoint
+
+    @property
+    def sbc_pgid(self) -> int:
+        return self.kamailio.kamailio.pid
+
+    @property
+    def redis_pgid(self) -> int | None:
+        server = self.kamailio.redis_server
+        return server.pid if server is not None else None
+
+    @property
+    def sbc_log(self) -> Path:
+        return self.kamailio.directory / "kamailio.log"
 
 
-def measure_one(policy: dict[str, Any] | None, quick: bool) -> dict[str, float]:
-    cost: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-stock-") as tmp:
-        kamailio = start(Path(tmp) / "stock", policy)
-        try:
-            callee_port = free_port()
-            reg = run_sipp("register_noauth", kamailio.target, service="bob",
-                           local_port=callee_port, keys={"domain": kamailio.domain})  # fmt: skip
-            if not reg.ok:
-                raise RuntimeError(f"callee registration failed\n{reg.explain()}")
-            for flow, (calls, rate) in COST_LOAD.items():
-                calls = calls // 5 if quick else calls
-                before = kamailio.cpu_seconds()
-                result: SippResult = run_flow(kamailio, flow, calls, rate, callee_port)
-                spent = kamailio.cpu_seconds() - before
-                if not result.ok:
-                    print(f"  {flow}: {result.failed} failed calls", flush=True)
-                cost[flow] = spent * 1e6 / (calls * REQUESTS_PER_FLOW[flow])
-        finally:
-            kamailio.stop()
-    return cost
+@dataclass
+class DropinResult:
+    plan: Plan
+    samples: list[CostSample]
+
+    def of(self, name: str, workload: str) -> list[CostSample]:
+        return [s for s in self.samples if s.target == name and s.workload == workload]
+
+    def as_json(self) -> dict:
+        return {
+            "rounds": self.plan.rounds,
+            "loads": self.plan.loads,
+            "samples": [s.as_json() for s in self.samples],
+        }
 
 
-def measure(quick: bool = False) -> dict[str, dict[str, float]]:
-    results = {}
-    for name, policy in CONFIGS.items():
-        print(f"benchmarking {name} ...", flush=True)
-        results[name] = measure_one(policy, quick)
-        for flow, us in results[name].items():
-            print(f"  {name} {flow}: {us:.0f} us/request", flush=True)
-    return results
+def measure(quick: bool = False) -> DropinResult:
+    plan = QUICK if quick else FULL
+    with tempfile.TemporaryDirectory(prefix="bench-stock-") as tmp, contextlib.ExitStack() as stop:
+        systems = []
+        for name, policy in CONFIGS.items():
+            print(f"starting {name} ...", flush=True)
+            kamailio = start(Path(tmp) / name.replace("+", "-"), policy)
+            stop.callback(kamailio.stop)
+            endpoint = Endpoint(kamailio.target, kamailio.domain, free_port())
+            register_callee(endpoint)
+            systems.append(StockSystem(name, kamailio, endpoint))
+        redis = [pgid for s in systems if (pgid := s.redis_pgid) is not None]
+        with placement([s.sbc_pgid for s in systems], redis):
+            samples = interleaved(systems, FLOWS, plan.loads, plan.rounds)
+    return DropinResult(plan, samples)
 
 
-def report(results: dict[str, dict[str, float]]) -> str:
-    plain, dropin = results["stock"], results["stock+dropin"]
+def report(result: DropinResult) -> str:
     lines = [
         "## Drop-in: Debian's stock kamailio.cfg with and without sipshield",
         "",
         "The stock configuration from the kamailio package (no WITH_* features: in-memory"
-        " location, no authentication), 2 UDP workers; the drop-in adds the include and"
-        " the three route calls, with ip_controls, bans, validation, flood, scanner and"
-        " brute_force enforced.",
+        " location, no authentication), 2 UDP workers; the drop-in adds the include and the"
+        " three route calls, with ip_controls, bans, validation, flood, scanner and"
+        " brute_force enforced.  Measured as above: both running together, Kamailio on"
+        f" core 0, {result.plan.rounds} interleaved rounds, median (min-max) of Kamailio's"
+        " CPU µs per handled request; requests per call: "
+        + ", ".join(f"{f.name} {f.requests}" for f in FLOWS)
+        + ".",
         "",
-        "| workload | CPU µs/request stock | CPU µs/request stock+dropin | ratio |",
-        "|---|---:|---:|---:|",
+        f"| workload | {STOCK} µs/request | {DROPIN} µs/request | Redis µs/request"
+        f" | {DROPIN} ÷ {STOCK} |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for flow in REQUESTS_PER_FLOW:
-        a, b = plain[flow], dropin[flow]
+    for flow in FLOWS:
+        plain, dropin = result.of(STOCK, flow.name), result.of(DROPIN, flow.name)
         lines.append(
-            f"| {flow} | {a:.0f} | {b:.0f} | {b / a:.2f} |"
-            if a
-            else f"| {flow} | 0 | {b:.0f} | n/a |"
+            f"| {flow.name} | {summary_cell(plain, sbc_us)} | {summary_cell(dropin, sbc_us)}"
+            f" | {summary_cell(dropin, redis_us)}"
+            f" | {ratio_text(spread_of(dropin, sbc_us), spread_of(plain, sbc_us))} |"
         )
+    rounds = range(1, result.plan.rounds + 1)
     lines += [
         "",
-        "Requests per flow: options 1, register 1 (no challenge), call 3 (INVITE, ACK,"
-        " BYE from the caller; Kamailio relays each to the callee).",
-        "",
+        "| configuration | workload | " + " | ".join(f"round {r}" for r in rounds) + " |",
+        "|---|---|" + "---:|" * len(rounds),
     ]
-    return "\n".join(lines)
+    for name in CONFIGS:
+        for flow in FLOWS:
+            by_round = {s.round: run_cell(s) for s in result.of(name, flow.name)}
+            cells = [by_round.get(r, "") for r in rounds]
+            lines.append(f"| {name} | {flow.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a fifth of the load")
+    parser.add_argument("--quick", action="store_true", help="short loads")
     args = parser.parse_args()
     print(report(measure(args.quick)))
     return 0

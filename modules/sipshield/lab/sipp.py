@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sipshield.lab.net import free_port
 
 SCENARIO_DIR = Path(__file__).resolve().parents[3] / "tests" / "sipp"
 TRANSPORT_FLAG = {"udp": "u1", "tcp": "t1", "tls": "l1"}
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 _COUNTER = re.compile(r"^\s*(Successful call|Failed call)\s+\|\s+\d+\s+\|\s+(\d+)", re.MULTILINE)
 
 
@@ -26,6 +28,11 @@ class SippResult:
     failed: int
     output: str
     errors: str
+    # Wall time of the run, measured around the process (run_sipp only).
+    elapsed_s: float = 0.0
+    # Every response time the scenario's rtd timers took (SIPp's -trace_rtt), in
+    # SIPp's whole milliseconds; empty for a scenario without rtd attributes.
+    response_times_ms: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -69,14 +76,17 @@ def sipp_command(
     talk_ms: int = 500,
     recv_timeout_ms: int | None = None,
     injection_file: Path | None = None,
+    cpus: str | None = None,
     workdir: Path,
 ) -> list[str]:
+    """SIPp's command line; ``cpus`` (a taskset list, e.g. "1") pins it to those cores."""
     path = (
         Path(scenario)
         if scenario.endswith(".xml") and "/" in scenario
         else (SCENARIO_DIR / f"{scenario}.xml")
     )
-    argv = [
+    argv = ["taskset", "-c", cpus] if cpus else []
+    argv += [
         "sipp",
         target,
         "-sf",
@@ -97,6 +107,16 @@ def sipp_command(
         "-trace_screen",
         "-screen_file",
         str(workdir / "screen.log"),
+        # Every rtd sample as it is taken (by default SIPp writes them 200
+        # calls at a time and drops the last, partial batch).
+        "-trace_rtt",
+        "-rtt_freq",
+        "1",
+        # SIPp's default 64 KB socket buffers overflow when it is descheduled
+        # for a few milliseconds at thousands of calls per second, and the
+        # replies it loses would count against the system under test.
+        "-buff_size",
+        str(SOCKET_BUFFER_BYTES),
         "-mi",
         local_ip,
     ]
@@ -122,7 +142,18 @@ def sipp_command(
     return argv
 
 
-def _result(proc: subprocess.CompletedProcess, workdir: Path) -> SippResult:
+def _response_times(workdir: Path) -> tuple[float, ...]:
+    """The samples of SIPp's <scenario>_<pid>_rtt.csv (Date_ms;response_time_ms;rtd_no)."""
+    samples: list[float] = []
+    for path in workdir.glob("*_rtt.csv"):
+        for line in path.read_text(errors="replace").splitlines()[1:]:
+            fields = line.split(";")
+            if len(fields) >= 2:
+                samples.append(float(fields[1]))
+    return tuple(samples)
+
+
+def _result(proc: subprocess.CompletedProcess, workdir: Path, elapsed_s: float = 0.0) -> SippResult:
     screen = (
         (workdir / "screen.log").read_text(errors="replace")
         if (workdir / "screen.log").exists()
@@ -140,6 +171,8 @@ def _result(proc: subprocess.CompletedProcess, workdir: Path) -> SippResult:
         failed=counters.get("Failed call", 0),
         output=proc.stdout + proc.stderr + screen,
         errors=errors,
+        elapsed_s=elapsed_s,
+        response_times_ms=_response_times(workdir),
     )
 
 
@@ -149,10 +182,11 @@ def run_sipp(scenario: str, target: str, **options: object) -> SippResult:
     with tempfile.TemporaryDirectory(prefix="sipp-") as tmp:
         workdir = Path(tmp)
         argv = sipp_command(scenario, target, workdir=workdir, **options)  # type: ignore[arg-type]
+        started = time.monotonic()
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout_s + 30, check=False, cwd=tmp
         )
-        return _result(proc, workdir)
+        return _result(proc, workdir, time.monotonic() - started)
 
 
 class SippServer:

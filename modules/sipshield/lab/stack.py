@@ -426,6 +426,9 @@ def _start_pbx(lab: Lab, plan: _Plan) -> None:
     _wait("pbx", lambda: _udp_bound(ports["pbx"]), plan.log("pbx"), proc)
 
 
+SBC_SHARED_MEMORY_MB = "256"
+
+
 def _start_sbc(lab: Lab, plan: _Plan, sbc_config: Path | None, nat_keepalive_interval: int) -> None:
     directory, ports, sip_address = plan.directory, plan.ports, plan.sip_address
     cfg = config_dir()
@@ -433,6 +436,9 @@ def _start_sbc(lab: Lab, plan: _Plan, sbc_config: Path | None, nat_keepalive_int
     python_path = os.pathsep.join(p for p in (site_packages, os.environ.get("PYTHONPATH", "")) if p)
     argv = ["kamailio", "-f", str(sbc_config.resolve() if sbc_config else cfg / "kamailio.cfg")]
     argv += ["-DD", "-E", "-w", str(directory), "-Y", str(directory / "run-sbc")]
+    # Shared memory for a few hundred calls per second (tm's transactions and
+    # timers); Kamailio's 64 MB default runs out first under the benchmark.
+    argv += ["-m", SBC_SHARED_MEMORY_MB]
     for define in (
         f"SIP_UDP=udp:{sip_address}:{ports['sip']}",
         f"SIP_TCP=tcp:{sip_address}:{ports['sip']}",
@@ -447,6 +453,11 @@ def _start_sbc(lab: Lab, plan: _Plan, sbc_config: Path | None, nat_keepalive_int
         f"PBX_PORT={ports['pbx']}",
     ):
         argv += ["-A", define]
+    if plan.policy.media is not None:
+        # For reference configurations that anchor media natively (benchmarks):
+        # the lab's rtpengines, as one rtpengine_sock set.
+        engines = " ".join(f"udp:{address}" for address in plan.policy.media.rtpengine.ng)
+        argv += ["-A", f'RTPENGINE_NG="{engines}"']
     env = {"SIPSHIELD_POLICY": str(plan.policy_file), "PYTHONPATH": python_path}
     proc = _start(lab, "sbc", argv, env)
 
