@@ -203,9 +203,11 @@ class UserAgent:
             headers.append(("Content-Type", "application/sdp"))
         return SipMessage(f"{method} {ruri} SIP/2.0", headers, body)
 
-    def _credentials(self, challenge: str, method: str, ruri: str) -> str:
+    def _credentials(
+        self, challenge: str, method: str, ruri: str, password: str | None = None
+    ) -> str:
         params = dict(_AUTH_PARAM.findall(challenge))
-        password = self.lab.password(self.user)
+        password = self.lab.password(self.user) if password is None else password
         ha1 = hashlib.md5(f"{self.user}:{params['realm']}:{password}".encode()).hexdigest()
         ha2 = hashlib.md5(f"{method}:{ruri}".encode()).hexdigest()
         response = hashlib.md5(f"{ha1}:{params['nonce']}:{ha2}".encode()).hexdigest()
@@ -214,8 +216,11 @@ class UserAgent:
             f'nonce="{params["nonce"]}", uri="{ruri}", response="{response}", algorithm=MD5'
         )
 
-    def register(self, expires: int = 300) -> int:
-        """Register (``expires=0``: remove the binding); returns the final status."""
+    def register(self, expires: int = 300, password: str | None = None) -> int:
+        """Register (``expires=0``: remove the binding); returns the final status.
+
+        ``password`` answers the challenge instead of the user's own.
+        """
         ruri = f"sip:{self.lab.domain}"
         to = f"<sip:{self.user}@{self.lab.domain}>"
         call_id = secrets.token_hex(8)
@@ -224,7 +229,7 @@ class UserAgent:
         reply = self.response()
         if reply.status == 401:
             self.cseq += 1
-            auth = self._credentials(reply.header("WWW-Authenticate"), "REGISTER", ruri)
+            auth = self._credentials(reply.header("WWW-Authenticate"), "REGISTER", ruri, password)
             self.send(
                 self.request("REGISTER", ruri, to, call_id, extra=extra + [("Authorization", auth)])
             )

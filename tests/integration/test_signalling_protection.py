@@ -18,6 +18,7 @@ import pytest
 from sipshield.lab.net import free_port
 from sipshield.lab.sipp import credentials_file, run_sipp
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
+from tests.integration.sip_messages import options
 
 pytestmark = pytest.mark.integration
 
@@ -153,9 +154,16 @@ def test_fifty_users_behind_one_nat_address_are_never_banned(shield: RunningLab,
     assert not any(office in scope for scope in bans(shield))
 
 
-def test_allowlisted_source_is_never_banned(shield: RunningLab):
+def test_allowlisted_source_is_served_and_never_banned(shield: RunningLab):
     attack(shield, "options_sweep", "127.0.0.50", 5, 10, keys={"user_agent": "friendly-scanner"})
     assert not any("127.0.0.50" in scope for scope in bans(shield))
+    # Served, not only unbanned: past the flood limit (20) with a scanner's
+    # User-Agent, every request is answered.
+    answers = []
+    for _ in range(25):
+        raw, _call_id = options(shield.sip_target(), "User-Agent: friendly-scanner\r\n")
+        answers.append(shield.send(raw, source_ip="127.0.0.50", timeout=1.0))
+    assert answers == [200] * 25
 
 
 def test_deny_list_drops_silently(shield: RunningLab):
