@@ -1,4 +1,4 @@
-"""flood's global limit and its NAT allowance, through a real SBC.
+"""Limits no other test reaches: flood's global limit and NAT allowance, brute_force per source.
 
 Each test has its own lab and its own source addresses; the windows are an
 hour long so that none closes during a test.
@@ -6,8 +6,11 @@ hour long so that none closes during a test.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from sipshield.lab.sipp import credentials_file, run_sipp
 from tests.integration.lab_fixture import RunningLab
 
 pytestmark = pytest.mark.integration
@@ -60,3 +63,41 @@ def test_authenticated_users_raise_a_source_allowance_up_to_nat_max_factor(make_
     )
     # A source where nobody authenticated keeps the base limit.
     assert options_from(lab, stranger, 4) == [200] * 3 + [503]
+
+
+def test_brute_force_bans_a_source_guessing_across_users(make_lab, tmp_path):
+    lab = make_lab(
+        BASE + "  - {name: bans}\n"
+        "  - {name: brute_force, max_failures_per_user: 5, max_failures_per_source: 8}\n"
+    )
+    guesser, neighbour = "127.0.0.71", "127.0.0.72"
+    failures = f"sipshield:authfail:source:{guesser}"
+
+    def guess(count: int, first: int) -> None:
+        # Three accounts in turn, wrong passwords: never 5 failures for one user.
+        guesses = credentials_file(
+            tmp_path / f"guesses{first}.csv",
+            [(f"u{n % 3}", f"guess{n}") for n in range(first, first + count)],
+        )
+        run_sipp("register_many", lab.sip_target(), local_ip=guesser, calls=count, rate=20,
+                 injection_file=guesses, keys={"domain": lab.domain}, timeout_s=10)  # fmt: skip
+
+    guess(8, 0)
+    wait_until(lambda: lab.redis.get(failures) == "8", "8 failures counted")
+    assert not lab.redis.exists(f"sipshield:ban:ip:{guesser}"), "8 failures are allowed"
+    guess(1, 8)
+    wait_until(lambda: lab.redis.exists(f"sipshield:ban:ip:{guesser}"), "the 9th failure bans")
+    ban = lab.redis.hgetall(f"sipshield:ban:ip:{guesser}")
+    assert ban["module"] == "brute_force"
+    assert ban["reason"].startswith(f"9 failed authentications from {guesser} in 300s")
+    # The guesser is dropped now; its neighbour registers as usual.
+    assert lab.options(source_ip=guesser, timeout=0.5) is None
+    registered = lab.register("alice", local_ip=neighbour)
+    assert registered.ok, registered.explain()
+
+
+def wait_until(condition, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
