@@ -85,6 +85,25 @@ def _legs_left(lab: RunningLab, call_id: str) -> list[str]:
         client.close()
 
 
+def _legs_become(
+    lab: RunningLab, call_id: str, expected: set[str], timeout: float = 5.0
+) -> set[str]:
+    """The call's legs in rtpengine once they are ``expected`` (or at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while (legs := set(_legs_left(lab, call_id))) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return legs
+
+
+def _offers(lab: RunningLab) -> int:
+    """How many offers the lab's rtpengine has handled (its own ng statistics)."""
+    client = _rtpengine(lab)
+    try:
+        return int(client.statistics()["controlstatistics"]["totaloffercount"])  # type: ignore[index,arg-type]
+    finally:
+        client.close()
+
+
 def _in_rtp_range(lab: RunningLab, port: int) -> bool:
     low, high = lab.info["rtp_ports"]
     return low <= port <= high
@@ -160,10 +179,10 @@ def test_failed_call_leaves_no_media_behind(media_lab):
     caller = UserAgent(lab, "dave")
     answering = callee.answer_in_background("", status=486)
     call = caller.call("carol", sdp(RtpPeer().port))
-    answering.wait()
+    # Anchored first: the callee was offered rtpengine's port.
+    assert _in_rtp_range(lab, media_port(answering.wait().body))
     assert call.reply is not None and call.reply.status == 486
-    time.sleep(0.3)
-    assert _legs_left(lab, call.call_id) == []
+    assert _legs_become(lab, call.call_id, set()) == set()
     caller.close()
     callee.close()
 
@@ -184,8 +203,8 @@ def test_a_forked_call_keeps_the_media_of_the_branch_that_answered(media_lab):
     assert call.reply is not None and call.reply.status == 200, call.reply
     seen_by_desk = answering.wait().body
     assert ringing.done.wait(5) and ringing.cancelled, "the other device was not CANCELled"
-    time.sleep(0.3)
-    assert set(_legs_left(lab, call.call_id)) == {call.call_id, call.call_id + "~out"}
+    both = {call.call_id, call.call_id + "~out"}
+    assert _legs_become(lab, call.call_id, both) == both
 
     to_desk = ("127.0.0.1", media_port(call.reply.body))
     to_caller = ("127.0.0.1", media_port(seen_by_desk))
@@ -194,8 +213,7 @@ def test_a_forked_call_keeps_the_media_of_the_branch_that_answered(media_lab):
     assert caller_media.receive(), "no RTP from the device that answered reached the caller"
     assert call.bye() == 200
     answering.done.wait(5)
-    time.sleep(0.3)
-    assert _legs_left(lab, call.call_id) == []
+    assert _legs_become(lab, call.call_id, set()) == set()
     for ua in (desk, softphone, caller, caller_media, desk_media):
         ua.close()
 
@@ -234,10 +252,12 @@ def test_unanswered_call_leaves_no_media_behind(media_lab):
     lab = media_lab
     callee = _register(lab, "alice", ip="127.0.0.51")
     caller = UserAgent(lab, "bob", ip="127.0.0.52")
+    offers = _offers(lab)
     call = caller.call("alice", sdp(RtpPeer().port), timeout=15)
     assert call.reply is not None and call.reply.status == 408, call.reply
-    time.sleep(0.3)
-    assert _legs_left(lab, call.call_id) == []
+    # Anchored first (both crossings offered), then freed.
+    assert _offers(lab) - offers >= 2
+    assert _legs_become(lab, call.call_id, set()) == set()
     caller.close()
     callee.close()
 
@@ -465,8 +485,9 @@ def test_cancelled_call_leaves_no_media_behind(media_lab):
     answering.done.wait(10)
     assert answering.cancelled, answering.error
     assert call.reply is not None and call.reply.status == 487, call.reply
-    time.sleep(0.3)
-    assert _legs_left(lab, call.call_id) == []
+    # Anchored first: the callee was offered rtpengine's port.
+    assert _in_rtp_range(lab, media_port(answering.wait().body))
+    assert _legs_become(lab, call.call_id, set()) == set()
     caller.close()
     callee.close()
 
