@@ -81,6 +81,8 @@ def test_sample_in_the_lab(
         assert (result.reply, forwarded) == (expected.code, False), context
     else:
         assert (result.reply, forwarded) == (None, False), context
+        # Silence is also what a dead SBC gives: it must still answer.
+        assert validation_lab.options(transport) == 200, f"{context}; the SBC no longer answers"
 
 
 def test_a_rejection_is_an_event_naming_the_problem(
