@@ -90,17 +90,20 @@ def attack(kamailio: StockKamailio, scenario: str, source: str, calls: int, rate
 
 
 def sweep_refused_extensions(shielded: StockKamailio, source: str) -> None:
-    """Probe twelve registered extensions from ``source``; each callee answers 404.
+    """Probe eleven registered extensions from ``source``; each callee answers 404.
 
     The 404s come back through the reply route only: they feed the scanner's
-    sweep detection when the configuration calls sipshield there.
+    sweep detection when the configuration calls sipshield there.  Eleven is
+    one past the scanners' limit of ten distinct users in the policies that
+    use this: a twelfth INVITE would race the ban the eleventh reply brings
+    (dropped once the ban is in, and never relayed).
     """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as refuser:
         refuser.bind(("127.0.0.1", 0))
         refuser.settimeout(2)
         here = f"127.0.0.1:{refuser.getsockname()[1]}"
-        # Twelve extensions exist (are registered, all on this socket) and refuse calls.
-        users = [f"ext{n}" for n in range(12)]
+        # Eleven extensions exist (are registered, all on this socket) and refuse calls.
+        users = [f"ext{n}" for n in range(11)]
         for user in users:
             raw = request(shielded, "REGISTER", f"sip:{shielded.domain}",
                           f"Contact: <sip:{user}@{here}>\r\nExpires: 300\r\n")  # fmt: skip
