@@ -106,6 +106,7 @@ class Pipeline:
         self.on_redis_failure = on_redis_failure
         # The benchmark's per-module times; None (no cost) unless asked for.
         self.times = StageTimes.from_environment()
+        self._stage_names = {id(stage.module): stage.name for stage in stages}
         self.timed_stages = tuple(stage for stage in stages if stage.module.has_timer)
 
     @classmethod
@@ -160,7 +161,7 @@ class Pipeline:
         )
 
     def _timed_run(self, msg: SipRequest, times: StageTimes) -> Decision:
-        names = {id(stage.module): stage.name for stage in self.stages}
+        names = self._stage_names
 
         def judge(module: SecurityModule) -> Outcome:
             started = time.thread_time_ns()

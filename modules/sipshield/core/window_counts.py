@@ -65,12 +65,6 @@ class WindowCounts:
         mine = self.node.incr(f"{COUNTED}|{window}|{name}")
         return mine + self.node.value(f"{OTHERS}|{window}|{name}")
 
-    def peek(self, name: str) -> int:
-        """The estimate for ``name`` without counting."""
-        window = self.window()
-        node = self.node
-        return node.value(f"{COUNTED}|{window}|{name}") + node.value(f"{OTHERS}|{window}|{name}")
-
     def merge(self, state: SharedState) -> dict[str, int]:
         """Push what this node counted since the last merge; learn the other nodes' counts.
 
