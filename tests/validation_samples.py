@@ -1,10 +1,16 @@
-"""The validation module's sample messages and what each one expects.
+"""Sample messages and what each one expects, fail2ban style.
 
-Every file in ``tests/samples/validation/`` is one request.  It starts with
-comment lines that the loader strips:
+Every file in ``tests/samples/validation/`` (the validation module's) and
+``tests/samples/content/`` (the content modules') is one request.  It starts
+with comment lines that the loader strips:
 
-``# expect: pass | reject CODE | drop``
-    the module's verdict, checked by the unit tests (required);
+``# expect: pass | reject CODE | drop | alert | sanitise``
+    the verdict, checked by the unit tests (required); ``alert`` and
+    ``sanitise`` (content samples) let the request through, reported or with
+    its text cleaned;
+``# module: NAME``
+    which module gives that verdict (content samples: each is judged by the
+    module it is about, and a ``pass`` sample by every module);
 ``# lab: forwarded | reply CODE | none``
     what the running lab does with it, when that is not what ``expect``
     implies (pass: forwarded to the PBX; reject CODE: that reply; drop: none).
@@ -35,11 +41,12 @@ from pathlib import Path
 from typing import Literal
 
 SAMPLES = Path(__file__).resolve().parent / "samples" / "validation"
+CONTENT_SAMPLES = SAMPLES.parent / "content"
 
 _PAD = re.compile(rb"\{pad:(\d+)\}")
 _BYTE = re.compile(rb"\{byte:([0-9a-fA-F]{2})\}")
-_LEFT_OVER = re.compile(rb"\{[a-z_]+(:[^}]*)?\}")
-_KEYS = ("expect", "lab", "lab-tcp", "why", "line-endings")
+_LEFT_OVER = re.compile(rb"\{[a-z_]+(:[0-9a-fA-F]+)?\}")
+_KEYS = ("expect", "module", "lab", "lab-tcp", "why", "line-endings")
 
 
 class SampleError(ValueError):
@@ -48,9 +55,9 @@ class SampleError(ValueError):
 
 @dataclass(frozen=True)
 class Expectation:
-    """The module's verdict: ``pass``, ``reject`` with a code, or ``drop``."""
+    """The module's verdict: ``pass``, ``reject`` with a code, ``drop``, ``alert``, ``sanitise``."""
 
-    action: Literal["pass", "reject", "drop"]
+    action: Literal["pass", "reject", "drop", "alert", "sanitise"]
     code: int | None = None
 
 
@@ -70,6 +77,7 @@ class Sample:
     why: str
     template: bytes
     crlf: bool
+    module: str = ""
 
     def render(
         self,
@@ -108,11 +116,11 @@ class Sample:
 
 def _expectation(text: str, where: str) -> Expectation:
     words = text.split()
-    if words == ["pass"] or words == ["drop"]:
+    if len(words) == 1 and words[0] in ("pass", "drop", "alert", "sanitise"):
         return Expectation(words[0])  # type: ignore[arg-type]
     if len(words) == 2 and words[0] == "reject" and words[1].isdigit():
         return Expectation("reject", int(words[1]))
-    raise SampleError(f"{where}: expect must be pass, drop or reject CODE, got {text!r}")
+    raise SampleError(f"{where}: expect: pass, drop, alert, sanitise or reject CODE; not {text!r}")
 
 
 def _lab_outcome(text: str, where: str) -> LabOutcome:
@@ -125,7 +133,7 @@ def _lab_outcome(text: str, where: str) -> LabOutcome:
 
 
 def _implied_lab_outcome(expect: Expectation) -> LabOutcome:
-    if expect.action == "pass":
+    if expect.action in ("pass", "alert", "sanitise"):
         return LabOutcome("forwarded")
     if expect.action == "reject":
         return LabOutcome("reply", expect.code)
@@ -157,6 +165,7 @@ def load_sample(path: Path) -> Sample:
         why=meta["why"],
         template=b"\n".join(lines[index:]),
         crlf=meta.get("line-endings") != "as-written",
+        module=meta.get("module", ""),
     )
 
 

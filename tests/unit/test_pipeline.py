@@ -190,7 +190,7 @@ def test_the_relay_phase_runs_only_the_modules_that_judge_it(sink):
 
 
 def test_a_rewrite_is_carried_with_the_decision_and_the_chain_goes_on(sink):
-    strip = Rewrite("keys stripped", part="PART", sdp="v=0", verb="strip")
+    strip = Rewrite("keys stripped", part="PART", text="v=0", verb="strip")
     stages = tuple(
         Stage(label, FixedAtRelay(answer, label), mode, "open")
         for label, answer, mode in (
@@ -211,7 +211,7 @@ def test_a_rewrite_is_carried_with_the_decision_and_the_chain_goes_on(sink):
 
 def test_a_rewrite_as_the_request_arrives_is_a_bug_that_names_the_class(sink):
     # The media anchoring would overwrite it: only the relay phase rewrites.
-    p = pipeline(sink, ("early", Rewrite("too early", sdp="v=0"), "enforce", "closed"))
+    p = pipeline(sink, ("early", Rewrite("too early", text="v=0"), "enforce", "closed"))
     decision = p.run(REQUEST)
     assert decision.verdict == Reject("module early failed", code=500)
     assert "Fixed.check returned Rewrite" in events(sink)[0]["reason"]

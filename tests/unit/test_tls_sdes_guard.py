@@ -141,7 +141,7 @@ def test_strip_is_a_rewrite_of_the_located_sdp_where_dtls_is_offered():
     body = sdp([CRYPTO, FINGERPRINT])
     rewrite = guard("strip").check_relay(invite(body), _leaving(False), None)
     assert isinstance(rewrite, Rewrite) and rewrite.action == "strip"
-    assert rewrite.sdp == body.replace(CRYPTO + b"\r\n", b"").decode()
+    assert rewrite.text == body.replace(CRYPTO + b"\r\n", b"").decode()
     assert rewrite.part.sdp == body
     assert rewrite.reason == (
         "SDES keys (a=crypto) in SDP arrived over udp; stripped, DTLS-SRTP offered"

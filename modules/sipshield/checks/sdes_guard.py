@@ -117,7 +117,7 @@ class SdesGuard(SecurityModule):
             return Rewrite(
                 why + "; stripped, DTLS-SRTP offered",
                 part=msg.sdp,
-                sdp=stripped.decode("utf-8", errors="replace"),
+                text=stripped.decode("utf-8", errors="replace"),
                 verb="strip",
             )
         return Reject(why, code=NOT_ACCEPTABLE)

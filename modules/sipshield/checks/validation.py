@@ -70,6 +70,11 @@ DEFAULT_CONTENT_TYPES = (
     "application/isup",
     "message/sipfrag",
     "message/cpim",
+    "message/imdn+xml",
+    "application/resource-lists+xml",
+    "application/conference-info+xml",
+    "application/simple-filter+xml",
+    "application/media_control+xml",
 )
 # Exactly one of each in every request (RFC 3261 section 8.1.1); Via may repeat.
 SINGLE_HEADERS = {

@@ -10,6 +10,13 @@ from __future__ import annotations
 from sipshield.checks.ban_check import BanCheck
 from sipshield.checks.brute_force import BruteForce
 from sipshield.checks.cancel_guard import CancelGuard
+from sipshield.checks.content.content_policy import ContentPolicy
+from sipshield.checks.content.device_control import DeviceControl
+from sipshield.checks.content.im_links import ImLinks
+from sipshield.checks.content.presence_privacy import PresencePrivacy
+from sipshield.checks.content.spit import Spit
+from sipshield.checks.content.text_safety import TextSafety
+from sipshield.checks.content.xml_bodies import XmlBodies
 from sipshield.checks.dialog_guard import DialogGuard
 from sipshield.checks.flood import FloodControl
 from sipshield.checks.ip_controls import IpControls
@@ -36,5 +43,12 @@ BUILTIN_MODULES: dict[str, type[SecurityModule]] = {
         CancelGuard,
         RegistrationGuard,
         ReferPolicy,
+        ContentPolicy,
+        XmlBodies,
+        DeviceControl,
+        TextSafety,
+        ImLinks,
+        Spit,
+        PresencePrivacy,
     )
 }

@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from sipshield.core.verdict import STANDARD_PHRASES, Ban, Decision, Drop, Reject
+from sipshield.sip.sdp_body import SDP_TYPE
 
 if TYPE_CHECKING:
     from sipshield.sip.sdp_body import SdpPart
@@ -38,7 +39,7 @@ def apply(decision: Decision, ksr: Any) -> bool:
     if isinstance(verdict, Drop | Ban):
         return True
     for rewrite in decision.rewrites:
-        rewrite_sdp(ksr, rewrite.part, rewrite.sdp)
+        rewrite_body(ksr, rewrite.part, rewrite.text, rewrite.content_type)
     return False
 
 
@@ -57,15 +58,15 @@ def drop_connection(ksr: Any) -> None:
     ksr.x.drop()
 
 
-def rewrite_sdp(ksr: Any, part: SdpPart, sdp: str) -> None:
-    """Have Kamailio relay ``sdp`` in place of the SDP found at ``part``.
+def rewrite_body(ksr: Any, part: SdpPart, text: str, content_type: str = SDP_TYPE) -> None:
+    """Have Kamailio relay ``text`` in place of the part found at ``part`` (an SDP by default).
 
-    In a multipart body only the SDP's text is replaced: the Content-Type, the
+    In a multipart body only the part's text is replaced: the Content-Type, the
     boundary and the other parts stay byte for byte.  Setting the whole body
     again is not possible there, as KEMI strings cannot carry a binary ISUP part
-    (``find_sdp`` made sure the first match of the SDP's text is its part).
+    (whoever located the part made sure the first match of its text is the part).
     """
     if part.multipart:
-        ksr.textops.replace_body_str(part.text, sdp, "f")
+        ksr.textops.replace_body_str(part.text, text, "f")
     else:
-        ksr.textops.set_body(sdp, "application/sdp")
+        ksr.textops.set_body(text, content_type)

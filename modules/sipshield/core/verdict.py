@@ -100,16 +100,19 @@ class Drop(Verdict):
 
 @dataclass(frozen=True)
 class Rewrite(Verdict):
-    """Let the request go on with its SDP replaced by ``sdp`` (before relaying only).
+    """Let the request go on with one part of its body replaced by ``text`` (before relaying only).
 
-    ``part`` is where the SDP is in the body (:class:`sipshield.sip.sdp_body.SdpPart`);
-    ``verb`` names the change in events (sdes_guard's is "strip").  A rewrite
-    does not stop the chain: the modules after it still judge the request.
+    ``part`` is where that text is in the body (:class:`sipshield.sip.sdp_body.SdpPart`:
+    an SDP, or a text part located the same way); ``content_type`` is the body's
+    type when the part is the whole body; ``verb`` names the change in events
+    (sdes_guard's is "strip").  A rewrite does not stop the chain: the modules
+    after it still judge the request.
     """
 
     part: Any = None
-    sdp: str = ""
+    text: str = ""
     verb: str = "rewrite"
+    content_type: str = "application/sdp"
 
     @property
     def action(self) -> str:

@@ -289,7 +289,7 @@ class EdgeRouter:
             return
         if anchored is not None:
             # In a multipart body (SIP-I) only the SDP part changes.
-            remediation.rewrite_sdp(k, anchored.part, anchored.sdp)
+            remediation.rewrite_body(k, anchored.part, anchored.sdp)
         if leg is not None:
             self.media.arm(msg, leg)  # type: ignore[union-attr]
         if k.tm.t_relay() < 0:

@@ -344,7 +344,7 @@ class MediaAnchor:
         except NgError as exc:
             self._report_reply(f"media not anchored in {status} reply: {exc}")
             return
-        remediation.rewrite_sdp(k, found, result.sdp)
+        remediation.rewrite_body(k, found, result.sdp)
 
     def on_failure(self) -> None:
         """An initial INVITE armed by :meth:`arm` failed (Kamailio's failure route).

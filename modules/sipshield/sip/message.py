@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 from sipshield.core.site import Site, TrunkSite
+from sipshield.sip.body_parts import ContentPart, body_parts
 from sipshield.sip.sdp_body import BodyProblem, SdpPart, find_sdp
 from sipshield.sip.sip_syntax import SipSyntaxError, closing_quote
 
@@ -169,6 +170,11 @@ class SipRequest(Protocol):
         """The body's SDP, located once (single or in a multipart body); a problem; or None."""
         ...
 
+    @property
+    def body_parts(self) -> list[ContentPart] | BodyProblem:
+        """The body's leaves (multiparts split once), [] for none, or a problem."""
+        ...
+
     # Who sent it, as the site knows its peers (sipshield.core.site).
     @property
     def from_pbx(self) -> bool:
@@ -214,6 +220,10 @@ class DerivedFacts:
     @cached_property
     def sdp(self) -> SdpPart | BodyProblem | None:
         return find_sdp(self.header("content-type"), self.body)
+
+    @cached_property
+    def body_parts(self) -> list[ContentPart] | BodyProblem:
+        return body_parts(self.header("content-type"), self.body)
 
     @cached_property
     def from_pbx(self) -> bool:

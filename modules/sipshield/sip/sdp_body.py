@@ -85,6 +85,8 @@ class BodyPart:
     headers: dict[str, str]  # Content-* by lower-cased name (SIP's compact "c" too)
     start: int
     end: int
+    # How many multiparts hold it: 1 for a part of the body's own multipart.
+    nesting: int = 1
 
     @property
     def content_type(self) -> str:
@@ -227,7 +229,7 @@ class _Scan:
             if self.read > MAX_PARTS:
                 raise _Refused(UNSUPPORTED_MEDIA_TYPE, f"multipart body over {MAX_PARTS} parts")
             headers, content = self.part_headers(part_start, part_end)
-            part = BodyPart(headers, content, part_end)
+            part = BodyPart(headers, content, part_end, depth + 1)
             if media_type(part.content_type).startswith("multipart/"):
                 if self.with_containers:
                     self.parts.append(part)

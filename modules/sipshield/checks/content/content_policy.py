@@ -1,0 +1,186 @@
+"""Method and body policy per peer class: which methods remote users and trunks
+may send, and for each method which body types, how large, how deeply nested.
+
+Validation already holds every request to one site-wide list of methods and
+media types; this module narrows it per peer class and per method, because
+what is normal differs: a phone sends MESSAGE, PUBLISH and SUBSCRIBE, a
+carrier never registers or publishes presence, and an IM carries text, not
+an ISUP blob.  Requests from the PBX are the inside's own and are not judged.
+
+- a method the class may not send: 405 with Allow;
+- a body type not allowed for the method (the body's own type and each part
+  of a multipart): 415 with Accept;
+- a body over the method's size: 413;
+- parts nested deeper than ``max_nesting`` multiparts: 415.
+
+A method without a body rule keeps validation's site-wide rules only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sipshield.checks.content.peer_class import peer_class
+from sipshield.core.module import ModuleConfig, SecurityModule
+from sipshield.core.verdict import CONTINUE, Outcome, Reject
+from sipshield.sip.sdp_body import BodyProblem, media_type
+
+if TYPE_CHECKING:
+    from sipshield.core.state import SharedState
+    from sipshield.sip.message import SipRequest
+
+TRUNK_METHODS = (
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "PRACK", "UPDATE",
+    "INFO", "MESSAGE", "REFER", "NOTIFY",
+)  # fmt: skip
+_MULTIPARTS = ("multipart/mixed", "multipart/related", "multipart/alternative")
+
+
+class BodyRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    content_types: tuple[str, ...] = Field(min_length=1)
+    max_bytes: int = Field(default=8192, ge=0, le=65535)
+
+    @field_validator("content_types")
+    @classmethod
+    def _lower_case(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(name.strip().lower() for name in names)
+
+
+class ClassPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # None: every method validation accepts.
+    methods: tuple[str, ...] | None = None
+    # Per method (upper case); methods not named keep validation's rules only.
+    bodies: dict[str, BodyRule] = Field(default_factory=dict)
+    max_nesting: int = Field(default=1, ge=0, le=3)
+
+    @field_validator("methods")
+    @classmethod
+    def _upper_methods(cls, methods: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if methods is None else tuple(m.strip().upper() for m in methods)
+
+    @field_validator("bodies")
+    @classmethod
+    def _upper_keys(cls, bodies: dict[str, BodyRule]) -> dict[str, BodyRule]:
+        return {method.strip().upper(): rule for method, rule in bodies.items()}
+
+
+def _user_bodies() -> dict[str, BodyRule]:
+    return {
+        "MESSAGE": BodyRule(
+            content_types=(
+                "text/plain",
+                "message/cpim",
+                "application/im-iscomposing+xml",
+                "message/imdn+xml",
+                *_MULTIPARTS,
+            ),
+            max_bytes=8192,
+        ),
+        "PUBLISH": BodyRule(
+            content_types=("application/pidf+xml", "application/xpidf+xml"), max_bytes=8192
+        ),
+        "SUBSCRIBE": BodyRule(
+            content_types=("application/resource-lists+xml", "application/simple-filter+xml"),
+            max_bytes=4096,
+        ),
+        "NOTIFY": BodyRule(
+            content_types=(
+                "application/pidf+xml",
+                "application/xpidf+xml",
+                "application/dialog-info+xml",
+                "application/watcherinfo+xml",
+                "application/rlmi+xml",
+                "application/reginfo+xml",
+                "application/conference-info+xml",
+                "application/simple-message-summary",
+                "message/sipfrag",
+                *_MULTIPARTS,
+            ),
+            max_bytes=16384,
+        ),
+        "INFO": BodyRule(
+            content_types=(
+                "application/dtmf-relay",
+                "application/dtmf",
+                "application/media_control+xml",
+            ),
+            max_bytes=2048,
+        ),
+    }
+
+
+def _users() -> ClassPolicy:
+    return ClassPolicy(bodies=_user_bodies())
+
+
+def _trunks() -> ClassPolicy:
+    # A carrier places and ends calls, sends DTMF, SMS and transfer progress;
+    # it never registers, publishes presence or subscribes to our users.
+    return ClassPolicy(methods=TRUNK_METHODS, bodies=_user_bodies())
+
+
+class ContentPolicyConfig(ModuleConfig):
+    name: Literal["content_policy"] = "content_policy"
+    users: ClassPolicy = Field(default_factory=_users)
+    trunks: ClassPolicy = Field(default_factory=_trunks)
+
+
+class ContentPolicy(SecurityModule):
+    name = "content_policy"
+    Config = ContentPolicyConfig
+
+    def __init__(self, config: ContentPolicyConfig) -> None:
+        super().__init__(config)
+        self.classes = {"users": config.users, "trunks": config.trunks}
+
+    def check(self, msg: SipRequest, state: SharedState) -> Outcome:
+        if msg.from_pbx:
+            return CONTINUE
+        who = peer_class(msg)
+        rules = self.classes[who]
+        method = msg.method
+        if rules.methods is not None and method not in rules.methods:
+            return Reject(
+                f"{method} not allowed from {who} (content_policy.{who}.methods)",
+                code=405,
+                headers=(("Allow", ", ".join(rules.methods)),),
+            )
+        body = msg.body
+        if not body:
+            return CONTINUE
+        rule = rules.bodies.get(method)
+        parts = msg.body_parts
+        if isinstance(parts, BodyProblem):
+            return Reject(f"{method} body: {parts.reason}", code=parts.code)
+        deepest = max(part.nesting for part in parts) if parts else 0
+        if deepest > rules.max_nesting:
+            return Reject(
+                f"{method} body nested {deepest} multiparts deep "
+                f"(content_policy.{who}.max_nesting: {rules.max_nesting})",
+                code=415,
+            )
+        if rule is None:
+            return CONTINUE
+        if len(body) > rule.max_bytes:
+            return Reject(
+                f"{method} body of {len(body)} bytes from {who} "
+                f"(content_policy.{who}.bodies.{method}.max_bytes: {rule.max_bytes})",
+                code=413,
+            )
+        kinds = [media_type(msg.header("content-type") or "text/plain")]
+        kinds += [part.media_type for part in parts if part.nesting]
+        refused = next((kind for kind in kinds if kind not in rule.content_types), None)
+        if refused is not None:
+            return Reject(
+                f"{method} with a {refused} body from {who} "
+                f"(content_policy.{who}.bodies.{method}.content_types)",
+                code=415,
+                headers=(("Accept", ", ".join(rule.content_types)),),
+            )
+        return CONTINUE
