@@ -262,3 +262,64 @@ def test_a_message_rate_over_the_limit_is_stopped_and_others_still_talk(
         other.close()
     finally:
         sender.close()
+
+
+def subscribe(lab: RunningLab, watcher: str, presentity: str, event: str = "presence") -> bytes:
+    """An out-of-dialog SUBSCRIBE from ``watcher`` (user@domain) to ``presentity`` (a user)."""
+    return (
+        f"SUBSCRIBE sip:{presentity}@{lab.domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:{watcher}>;tag={secrets.token_hex(4)}\r\n"
+        f"To: <sip:{presentity}@{lab.domain}>\r\n"
+        f"Call-ID: sub-{uuid.uuid4().hex}\r\n"
+        "CSeq: 1 SUBSCRIBE\r\n"
+        f"Event: {event}\r\n"
+        "Accept: application/pidf+xml\r\n"
+        "Expires: 600\r\n"
+        f"Contact: <sip:{watcher.split('@')[0]}@127.0.0.1:5999>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_a_registered_watcher_may_watch_and_strangers_may_not(lab: RunningLab, bob: Phone) -> None:
+    watcher = Sender(lab, "bob")  # bob is registered from 127.0.0.1
+    impostor = Sender(lab, "bob", ip=STRANGER_IP)
+    try:
+        allowed = subscribe(lab, f"bob@{lab.domain}", "carol")
+        assert watcher.send(allowed) != 403
+        assert lab.pbx_saw(call_id_of(allowed))
+
+        spoofed = subscribe(lab, f"bob@{lab.domain}", "carol")
+        assert impostor.send(spoofed) == 403
+        event = lab.wait_for_event(module="presence_privacy", call_id=call_id_of(spoofed))
+        assert "require_registered_watcher" in event["reason"]
+
+        foreign = subscribe(lab, "eve@evil.example", "carol", event="dialog")
+        assert watcher.send(foreign) == 403
+        event = lab.wait_for_event(module="presence_privacy", call_id=call_id_of(foreign))
+        assert "may not watch" in event["reason"]
+        for refused in (spoofed, foreign):
+            assert not lab.pbx_saw(call_id_of(refused))
+    finally:
+        watcher.close()
+        impostor.close()
+
+
+def test_a_watcher_sweeping_the_directory_is_stopped(lab: RunningLab) -> None:
+    sweeper_ip = "127.0.0.8"
+    phone = Phone(lab, "dave", ip=sweeper_ip)  # registered: a real user, sweeping
+    sweeper = Sender(lab, "dave", ip=sweeper_ip)
+    try:
+        statuses, raw = [], b""
+        for n in range(6):
+            raw = subscribe(lab, f"dave@{lab.domain}", f"u{1010 + n}")
+            statuses.append(sweeper.send(raw))
+        # max_presentities is 5: the sixth distinct presentity is refused.
+        assert 403 not in statuses[:5], statuses
+        assert statuses[5] == 403
+        event = lab.wait_for_event(module="presence_privacy", call_id=call_id_of(raw))
+        assert "max_presentities" in event["reason"]
+    finally:
+        sweeper.close()
+        phone.close()
