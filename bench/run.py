@@ -31,7 +31,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, cost, kernel_flood, labs, media_bench, report, stock_dropin
+from bench import (
+    capacity,
+    content_bench,
+    cost,
+    kernel_flood,
+    labs,
+    media_bench,
+    report,
+    stock_dropin,
+)
 from bench.plan import FULL, QUICK, Plan
 from bench.stage_times import StageRecorder
 from bench.targets import (
@@ -132,6 +141,10 @@ def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]
         result = kernel_flood.measure(quick=quick)
         return "\n".join(kernel_flood.report_lines(result)), result
 
+    def content() -> tuple[str, Any]:
+        result = content_bench.measure(quick)
+        return content_bench.report(result), result.as_json()
+
     def media() -> tuple[str, Any]:
         result = media_bench.measure(quick)
         return "\n".join(media_bench.report_lines(result)), result
@@ -140,6 +153,7 @@ def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]
         "dropin": ("the stock configuration with and without the drop-in", dropin),
         "kernel": ("a banned flood, kernel enforcement off and on", kernel),
         "media": ("SRTP call setup and rtpengine capacity", media),
+        "content": ("content inspection of MESSAGE and NOTIFY", content),
     }
 
 

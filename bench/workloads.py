@@ -26,8 +26,9 @@ class Flow:
     # SIP requests the SBC handles per successful call.
     requests: int
     authenticated: bool = False
-    # A callee (SIPp's call_uas, registered as CALLEE) answers.
+    # A callee (SIPp's ``callee`` scenario, registered as CALLEE) answers.
     answered: bool = False
+    callee: str = "call_uas"
 
 
 # Through a lab: the PBX challenges, and each call crosses the SBC twice.
@@ -97,7 +98,7 @@ def run_flow(
         result = run_sipp(flow.scenario, endpoint.target, service=CALLER, keys=keys, **options)
         return _outcome(result, calls)
     callee = SippServer(
-        "call_uas",
+        flow.callee,
         local_port=endpoint.callee_port,
         calls=calls,
         keys=keys,

@@ -2,9 +2,10 @@
 many people, strangers writing to many users, and sheer MESSAGE rate.
 
 Counted per fixed window (aligned on the wall clock, so every node counts the
-same window) in Redis, so the limits hold for the whole cluster: one
-pipelined round trip per text MESSAGE from outside, and a second one only for a
-first contact.  Typing notifications and delivery reports (is-composing, IMDN)
+same window) in Redis, so the limits hold for the whole cluster: one Lua
+script (one round trip, atomic) per text MESSAGE from outside.  The script
+spans the sender's, the recipient's and the text's keys, so it needs one Redis
+(or Sentinel), not a Redis Cluster.  Typing notifications and delivery reports (is-composing, IMDN)
 are not counted: a lively chat sends many of them.
 
 - ``max_messages``: text MESSAGEs per sender (distinct Call-IDs, so that a
@@ -25,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -39,6 +40,27 @@ if TYPE_CHECKING:
     from sipshield.core.state import SharedState
     from sipshield.sip.message import SipRequest
 
+# One round trip, atomic: KEYS messages, recipients, one text's recipients,
+# first contacts (sets per window), "the recipient wrote to the sender",
+# "the sender wrote to the recipient"; ARGV Call-ID, recipient, window TTL,
+# contact memory.  Returns the four counts (first contacts 0 when known).
+COUNT_SCRIPT = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+local firsts = 0
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('SADD', KEYS[4], ARGV[2])
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
+  firsts = redis.call('SCARD', KEYS[4])
+end
+redis.call('SET', KEYS[6], 1, 'EX', ARGV[4])
+return {redis.call('SCARD', KEYS[1]), redis.call('SCARD', KEYS[2]),
+        redis.call('SCARD', KEYS[3]), firsts}
+"""
 NOT_COUNTED = frozenset({"application/im-iscomposing+xml", "message/imdn+xml"})
 
 
@@ -70,60 +92,34 @@ class Spit(SecurityModule):
         sender = _address(msg.header("from") or "")
         recipient = _address(msg.header("to") or "")
         window = int(self._clock() // limits.window_s)
-        ttl = limits.window_s * 2
 
         def key(*parts: str | int) -> str:
             return state.key("spit", *parts, window)
 
-        rate, recipients = key("n", sender), key("to", sender)
-        same_body = key("body", _fingerprint(msg))
-        knows_sender = state.key("spit", "knows", recipient, sender)
-        knows_recipient = state.key("spit", "knows", sender, recipient)
-
-        def count(client: Any) -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            pipe.sadd(rate, msg.call_id)
-            pipe.expire(rate, ttl)
-            pipe.scard(rate)
-            pipe.sadd(recipients, recipient)
-            pipe.expire(recipients, ttl)
-            pipe.scard(recipients)
-            pipe.sadd(same_body, recipient)
-            pipe.expire(same_body, ttl)
-            pipe.scard(same_body)
-            pipe.exists(knows_sender)
-            pipe.set(knows_recipient, 1, ex=limits.contact_memory_s)
-            return pipe.execute()
-
-        _, _, sent, _, _, distinct, _, _, body_reach, known, _ = state.run(count)
+        keys = [
+            key("n", sender),
+            key("to", sender),
+            key("body", _fingerprint(msg)),
+            key("new", sender),
+            state.key("spit", "knows", recipient, sender),
+            state.key("spit", "knows", sender, recipient),
+        ]
+        args = [msg.call_id, recipient, limits.window_s * 2, limits.contact_memory_s]
+        sent, distinct, body_reach, firsts = state.script(COUNT_SCRIPT, keys, args)
+        per = f"in {limits.window_s}s"
         if sent > limits.max_messages:
-            return self._refuse(sender, f"{sent} MESSAGEs in {limits.window_s}s (max_messages)")
+            return self._refuse(sender, f"{sent} MESSAGEs {per} (max_messages)")
         if distinct > limits.max_recipients:
-            return self._refuse(
-                sender, f"{distinct} recipients in {limits.window_s}s (max_recipients)"
-            )
+            return self._refuse(sender, f"{distinct} recipients {per} (max_recipients)")
         if body_reach > limits.max_recipients_per_body:
             return self._refuse(
                 sender,
-                f"one text sent to {body_reach} recipients in {limits.window_s}s "
-                "(max_recipients_per_body)",
+                f"one text sent to {body_reach} recipients {per} (max_recipients_per_body)",
             )
-        if not known:
-            strangers = key("new", sender)
-
-            def first_contact(client: Any) -> int:
-                pipe = client.pipeline(transaction=False)
-                pipe.sadd(strangers, recipient)
-                pipe.expire(strangers, ttl)
-                pipe.scard(strangers)
-                return int(pipe.execute()[2])
-
-            firsts = state.run(first_contact)
-            if firsts > limits.max_first_contacts:
-                return self._refuse(
-                    sender,
-                    f"first contact with {firsts} users in {limits.window_s}s (max_first_contacts)",
-                )
+        if firsts > limits.max_first_contacts:
+            return self._refuse(
+                sender, f"first contact with {firsts} users {per} (max_first_contacts)"
+            )
         return CONTINUE
 
     def _refuse(self, sender: str, what: str) -> Reject:
