@@ -2,8 +2,8 @@
 
 SIPp's scenarios fix their SDP and cannot show what the far end received;
 these tests need both (an SRTP offer, then the SDP the callee saw, then RTP
-to the ports in it).  Registration and calls carry digest credentials for
-the lab PBX.
+to the ports in it).  Registration, calls and other requests (``authenticated``:
+SUBSCRIBE, PUBLISH) carry digest credentials for the lab PBX.
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ class UserAgent:
         self.port = self.sock.getsockname()[1]
         self.tag = secrets.token_hex(4)
         self.cseq = 1
+        # Requests that arrived while a response was awaited, oldest first
+        # (a NOTIFY may overtake the 2xx of its SUBSCRIBE): next_request's.
+        self.pending: list[SipMessage] = []
 
     @property
     def contact(self) -> str:
@@ -164,11 +167,35 @@ class UserAgent:
             self._buffer = self._buffer.lstrip(b"\r\n") + chunk
 
     def response(self, timeout: float = 5.0) -> SipMessage:
-        """The next final (or 18x with SDP) response, skipping 100 and requests."""
+        """The next final (or 18x with SDP) response, skipping 100; requests go to ``pending``."""
         while True:
             msg = self.receive(timeout)
-            if msg.status >= 200 or (msg.status > 100 and msg.body):
+            if not msg.status:
+                self.pending.append(msg)
+            elif msg.status >= 200 or (msg.status > 100 and msg.body):
                 return msg
+
+    def next_request(self, timeout: float = 5.0) -> SipMessage:
+        """The next request received (``pending`` first), skipping responses."""
+        if self.pending:
+            return self.pending.pop(0)
+        while True:
+            msg = self.receive(timeout)
+            if not msg.status:
+                return msg
+
+    def reply(self, request: SipMessage, status: int, reason: str) -> None:
+        """Answer a request received, without a body (a NOTIFY's 200, a SUBSCRIBE's)."""
+        to = request.header("To")
+        headers = [(k, v) for k, v in request.headers if k.lower() in ("via", "record-route")]
+        headers += [
+            ("From", request.header("From")),
+            ("To", to if ";tag=" in to else f"{to};tag={self.tag}"),
+            ("Call-ID", request.header("Call-ID")),
+            ("CSeq", request.header("CSeq")),
+            ("Contact", self.dialog_contact),
+        ]
+        self.send(SipMessage(f"SIP/2.0 {status} {reason}", headers))
 
     # --- requests -----------------------------------------------------------------
 
@@ -185,6 +212,7 @@ class UserAgent:
         body: str = "",
         extra: list[tuple[str, str]] | None = None,
         cseq: int | None = None,
+        content_type: str = "application/sdp",
     ) -> SipMessage:
         headers = [
             ("Via", self._via()),
@@ -200,7 +228,7 @@ class UserAgent:
             host, port = self.sbc
             headers.append(("Route", f"<sip:{host}:{port};transport={self.transport};lr>"))
         if body:
-            headers.append(("Content-Type", "application/sdp"))
+            headers.append(("Content-Type", content_type))
         return SipMessage(f"{method} {ruri} SIP/2.0", headers, body)
 
     def _credentials(
@@ -236,6 +264,40 @@ class UserAgent:
             reply = self.response()
         self.cseq += 1
         return reply.status
+
+    def authenticated(
+        self,
+        method: str,
+        ruri: str,
+        body: str = "",
+        content_type: str = "application/sdp",
+        extra: list[tuple[str, str]] | None = None,
+    ) -> tuple[SipMessage, SipMessage]:
+        """Send a request outside a dialog to ``ruri`` (also its To), answering one 401/407.
+
+        Returns the request as last sent and its final response.  Not for
+        INVITE, whose negative replies need an ACK (``call`` does that).
+        """
+        to, call_id = f"<{ruri}>", secrets.token_hex(8)
+        request = self.request(method, ruri, to, call_id, body, extra, content_type=content_type)
+        self.send(request)
+        reply = self.response()
+        if reply.status in (401, 407):
+            challenge, answer = (
+                ("WWW-Authenticate", "Authorization")
+                if reply.status == 401
+                else ("Proxy-Authenticate", "Proxy-Authorization")
+            )
+            self.cseq += 1
+            credentials = self._credentials(reply.header(challenge), method, ruri)
+            extra = [*(extra or []), (answer, credentials)]
+            request = self.request(
+                method, ruri, to, call_id, body, extra, content_type=content_type
+            )
+            self.send(request)
+            reply = self.response()
+        self.cseq += 1
+        return request, reply
 
     def call(
         self, callee: str, offer: str, timeout: float = 10.0, cancel_on_ringing: bool = False
