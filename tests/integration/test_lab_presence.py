@@ -5,7 +5,8 @@ watcher's SUBSCRIBE is record-routed by it (with a dialog token), and the
 PBX's presence server (Kamailio's presence and presence_xml modules) sends its
 NOTIFYs back along that route set, so they cross the SBC again on their way
 to the watcher.  The PBX authenticates PUBLISH and SUBSCRIBE as it does calls;
-the SBC never challenges, so a 407 is the PBX's.
+the SBC never challenges, so a 407 is the PBX's.  The content-security
+modules are all enforced: legitimate presence passes them unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ peers:
 modules:
   - {name: validation}
   - {name: dialog_guard}
+  - {name: content_policy}
+  - {name: xml_bodies}
+  - {name: device_control}
+  - {name: text_safety}
+  - {name: im_links}
+  - {name: spit}
+  - {name: presence_privacy}
 """
 PIDF = "application/pidf+xml"
 WATCH_PRESENCE = [("Event", "presence"), ("Accept", PIDF), ("Expires", "300")]
@@ -223,6 +231,8 @@ def test_other_event_packages_are_still_relayed_to_the_registered_user(presence_
     watcher = UserAgent(lab, "u1003", ip="127.0.0.76")
     target = UserAgent(lab, "u1004", ip="127.0.0.77")
     try:
+        # A watcher is a registered user (presence_privacy: require_registered_watcher).
+        assert watcher.register() == 200
         assert target.register() == 200
         dialog = [("Event", "dialog"), ("Accept", "application/dialog-info+xml")]
         with ThreadPoolExecutor(max_workers=1) as pool:
