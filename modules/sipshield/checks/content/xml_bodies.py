@@ -81,6 +81,8 @@ class XmlBodies(SecurityModule):
             return 403, f"XML refused by the hardened parser ({type(exc).__name__})"
         except (ParseError, ValueError) as exc:
             return 400, f"XML not well-formed ({str(exc)[:80]})"
+        except LookupError as exc:  # an encoding declaration Python does not know
+            return 400, f"XML in an unknown encoding ({str(exc)[:80]})"
         return _shape_problem(root, limits.max_depth, limits.max_elements)
 
 
