@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from sipshield.core.state import RedisSettings
 from sipshield.ops.nft_sync import BanMirror, KernelBan, NftTable, kernel_ban
 
 NOW = 1_000_000.0
@@ -67,7 +68,8 @@ def test_add_replaces_an_existing_element_and_remove_never_fails_on_an_absent_on
 
 def test_changes_from_the_ban_channel_become_scripts():
     applied: list[str] = []
-    mirror = BanMirror("redis://x", "p:bans", "p:bans:changes", NftTable(), applied.append,
+    settings = RedisSettings(url="redis://x")
+    mirror = BanMirror(settings, "p:bans", "p:bans:changes", NftTable(), applied.append,
                        clock=lambda: NOW)  # fmt: skip
     mirror.apply_change(json.dumps({"add": "ip:192.0.2.9", "expires": NOW + 10}))
     mirror.apply_change(json.dumps({"add": "user:192.0.2.9:bob", "expires": NOW + 10}))

@@ -60,3 +60,33 @@ def test_the_decisions_are_attached_to_the_handle_not_built_by_it():
     # After a fork the store subscribes and reloads again, in its own process.
     state.reset()
     assert (store._pubsub, store._next_resync) == (None, 0.0)
+
+
+def test_sentinels_name_the_master_and_the_url_keeps_user_password_db_and_tls():
+    from redis.sentinel import SentinelConnectionPool
+
+    from sipshield.core.redis_connection import connect
+
+    settings = RedisSettings(
+        url="rediss://edge:pw@ignored.example:1/3",
+        sentinels=("127.0.0.1:26379", "[::1]:26380"),
+        service="voice",
+        sentinel_password="sentinel-pw",
+    )
+    client = connect(settings, 0.1)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "voice"
+    kwargs = pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("edge", "pw", 3)
+    assert "host" not in kwargs, "the sentinels name the master, not the URL"
+    assert pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+    sentinels = pool.sentinel_manager.sentinels
+    assert [s.connection_pool.connection_kwargs["host"] for s in sentinels] == ["127.0.0.1", "::1"]
+    assert {s.connection_pool.connection_kwargs["password"] for s in sentinels} == {"sentinel-pw"}
+
+
+@pytest.mark.parametrize("bad", ["26379", "host:", ":26379", "host:port"])
+def test_a_sentinel_must_be_host_and_port(bad):
+    with pytest.raises(ValueError, match="sentinel is host:port"):
+        RedisSettings(sentinels=(bad,))

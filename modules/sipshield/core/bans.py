@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sipshield.core.state import StateUnavailable
+
 log = logging.getLogger("sipshield.core.bans")
 
 Scope = Literal["ip", "user"]
@@ -62,6 +64,9 @@ class BanRecord:
     expires: float
     hits: int = 0
     offense: int = 1
+    # False while Redis could not take it: the worker enforces it and writes
+    # it once Redis answers again (BanStore.add).
+    stored: bool = True
 
     @property
     def ttl_s(self) -> int:
@@ -69,6 +74,11 @@ class BanRecord:
 
 
 USER_SCOPE = "user:"
+# How long a ban waits for its replicas (redis.replica_acks).
+WAIT_TIMEOUT_MS = 200
+# Bans one worker holds through an outage at most (a flood of new sources
+# must not grow it without bound; the oldest are kept).
+MAX_HELD_BANS = 10000
 
 
 def scope_key(ip: str, user: str = "") -> str:
@@ -132,6 +142,9 @@ class BanStore:
         self._user_scoped = False
         self._next_resync = 0.0
         self._pubsub: Any = None
+        # Bans decided while Redis was unreachable, to write when it is back:
+        # (ip, reason, module, user, ttl_s), oldest first.
+        self._held: list[tuple[str, str, str, str, int | None]] = []
 
     def reset(self) -> None:
         """After a fork: resubscribe and reload in this process, on first use."""
@@ -152,13 +165,34 @@ class BanStore:
         """Ban a source (or a user from a source); None when the source may not be banned.
 
         Without ``ttl_s`` the TTL escalates with the source's recent offences.
+        While Redis cannot take the ban, this worker enforces it at once and
+        writes it when Redis answers again (``stored`` is False until then):
+        a ban decided in an outage or a failover is not lost.
         """
         if self.protected(ip):
             log.warning("not banning %s (%s): it is allowlisted", ip, reason)
             return None
         scope = scope_key(ip, user)
-        offenses_key = self.state.key("offenses", ip)
         now = self.clock()
+        try:
+            record = self.state.run(self._writer(ip, reason, module, user, ttl_s, now))
+        except StateUnavailable:
+            ttl = ttl_s or escalated_ttl(self.settings, 1)
+            record = BanRecord(scope, reason, module, now, now + ttl, stored=False)
+            if len(self._held) < MAX_HELD_BANS:
+                self._held.append((ip, reason, module, user, ttl_s))
+            log.warning("redis unavailable: ban of %s held in this worker until it is back", scope)
+        self._cache[scope] = max(record.expires, self._cache.get(scope, 0.0))
+        self._cache_changed()
+        return record
+
+    def _writer(
+        self, ip: str, reason: str, module: str, user: str, ttl_s: int | None, now: float
+    ) -> Callable[[Any], BanRecord]:
+        """The Redis operation that stores one ban (or finds it stored already)."""
+        scope = scope_key(ip, user)
+        offenses_key = self.state.key("offenses", ip)
+        replicas = self.state.settings.replica_acks
 
         def operation(client: Any) -> BanRecord:
             current = client.hgetall(self.state.key("ban", scope))
@@ -194,12 +228,26 @@ class BanStore:
             pipe.zadd(self.index_key, {scope: record.expires})
             pipe.publish(self.channel, encode_change(scope, record.expires))
             pipe.execute()
+            if replicas and int(client.wait(replicas, WAIT_TIMEOUT_MS)) < replicas:
+                log.warning(
+                    "ban of %s reached fewer than %d replicas in %d ms: a failover now could "
+                    "lose it",
+                    scope,
+                    replicas,
+                    WAIT_TIMEOUT_MS,
+                )
             return record
 
-        record = self.state.run(operation)
-        self._cache[scope] = record.expires
-        self._cache_changed()
-        return record
+        return operation
+
+    def _write_held(self, client: Any) -> None:
+        """Write the bans held through an outage, oldest first (inside a Redis operation)."""
+        now = self.clock()
+        while self._held:
+            ip, reason, module, user, ttl_s = self._held[0]
+            self._writer(ip, reason, module, user, ttl_s, now)(client)
+            self._held.pop(0)
+            log.info("ban of %s held through the outage is now stored", scope_key(ip, user))
 
     def remove(self, ip: str, user: str = "") -> bool:
         scope = scope_key(ip, user)
@@ -335,6 +383,7 @@ class BanStore:
             return
 
         def operation(client: Any) -> dict[str, float]:
+            self._write_held(client)
             if self._pubsub is None:
                 # Subscribe before loading, so no change falls between the two.
                 pubsub = client.pubsub()

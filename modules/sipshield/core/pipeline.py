@@ -275,6 +275,11 @@ class Pipeline:
             return f"{ban.reason}; ban not stored (redis unavailable)"
         if record is None:
             return f"{ban.reason}; not banned (allowlisted source)"
+        if not record.stored:
+            return (
+                f"{ban.reason}; banned {record.scope} for {record.ttl_s}s in this worker "
+                "(redis unavailable: stored when it answers again)"
+            )
         return f"{ban.reason}; banned {record.scope} for {record.ttl_s}s (offence {record.offense})"
 
     def observe(self, reply: ReplyFacts) -> None:

@@ -19,13 +19,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sipshield.core.decisions import DecisionStore
 from sipshield.core.module import FailureMode
 from sipshield.core.node_counters import NodeCounters
+from sipshield.core.redis_connection import connect, safe_url
 
 log = logging.getLogger("sipshield.core.state")
 
@@ -48,6 +49,27 @@ class RedisSettings(BaseModel):
     on_failure: FailureMode = "open"
     # After a failure, how long to stop trying (and paying the timeout).
     retry_interval_s: float = Field(default=1.0, gt=0, le=300)
+    # Redis Sentinel: each sentinel's "host:port".  The URL then names only
+    # the database, the ACL user and password and TLS (rediss://); the master
+    # is the one the sentinels call ``service``.
+    sentinels: tuple[str, ...] = ()
+    service: str = "sipshield"
+    # The sentinels' own password (their requirepass), when they have one.
+    sentinel_password: str | None = None
+    # CA file that signs the Redis server's certificate (rediss:// URLs).
+    tls_ca: str | None = None
+    # A ban is written to the master and then waited on (WAIT) until this many
+    # replicas hold it, so that a failover right after loses none.
+    replica_acks: int = Field(default=0, ge=0, le=8)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, sentinels: tuple[str, ...]) -> tuple[str, ...]:
+        for address in sentinels:
+            host, colon, port = address.rpartition(":")
+            if not colon or not host or not port.isdigit():
+                raise ValueError(f"a sentinel is host:port, not {address!r}")
+        return sentinels
 
 
 class StateUnavailable(Exception):
@@ -84,15 +106,9 @@ class SharedState:
     def client(self) -> redis.Redis:
         if self._client is None:
             timeout = self.settings.timeout_ms / 1000
-            self._client = redis.Redis.from_url(
-                self.settings.url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                # Retrying inside redis-py would multiply the time a SIP request
-                # waits on a dead Redis; the circuit breaker here retries instead.
-                retry=Retry(NoBackoff(), 0),
-                decode_responses=True,
-            )
+            # Retrying inside redis-py would multiply the time a SIP request
+            # waits on a dead Redis; the circuit breaker here retries instead.
+            self._client = connect(self.settings, timeout, retry=Retry(NoBackoff(), 0))
         return self._client
 
     def reset(self) -> None:
@@ -162,8 +178,10 @@ class SharedState:
 
     def _safe_url(self) -> str:
         # Never log a password embedded in the URL.
-        scheme, sep, rest = self.settings.url.partition("://")
-        return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}"
+        where = safe_url(self.settings.url)
+        if self.settings.sentinels:
+            where += f" (master {self.settings.service!r} of sentinels {self.settings.sentinels})"
+        return where
 
     def script(self, source: str, keys: list[str], args: list[str | int]) -> Any:
         """Run a Lua script (EVALSHA, loaded on first use): atomic, one round trip.

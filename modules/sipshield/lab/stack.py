@@ -150,6 +150,11 @@ def _lab_policy(
     }
     data["peers"]["pbx"] = {"address": f"{host}:{ports['pbx']}", "transport": "udp"}
     data["redis"]["url"] = f"redis://{host}:{ports['redis']}/0"
+    if SENTINELS[0] in ports:
+        # The master is whichever the sentinels name; a ban waits for the replica.
+        data["redis"]["sentinels"] = [f"{host}:{ports[name]}" for name in SENTINELS]
+        data["redis"]["service"] = SENTINEL_SERVICE
+        data["redis"]["replica_acks"] = 1
     data["events"]["file"] = str(directory / "events.jsonl")
     # Dialog-token keys (dialog_guard): the lab's own, where the policy's file is absent.
     for entry in data["modules"]:
@@ -202,6 +207,10 @@ def _udp_bound(port: int) -> bool:
 
 
 HOST = "127.0.0.1"  # where every service but the SBC's SIP listeners binds
+# The Redis high-availability group of `lab up --redis-sentinel`.
+REPLICA = "redis-replica"
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+SENTINEL_SERVICE = "sipshield"
 
 
 @dataclass
@@ -232,6 +241,7 @@ def up(
     sbc_config: Path | None = None,
     sip_address: str = "127.0.0.1",
     nat_keepalive_interval: int = 30,
+    redis_sentinel: bool = False,
 ) -> Lab:
     """Start the lab; ``sbc_config`` replaces sipshield's kamailio.cfg (benchmark references).
 
@@ -239,14 +249,18 @@ def up(
     network namespace, for tests that attack from outside); every other
     service stays on loopback.  ``nat_keepalive_interval`` is the seconds
     between keepalive OPTIONS to users registered from behind NAT.
+    ``redis_sentinel`` adds a replica and three sentinels watching the lab's
+    Redis (service "sipshield"), and points the policy at the sentinels.
     """
     directory = _claim(directory)
     _require_tools()
-    plan = _plan(load_policy(policy_path), policy_path, directory, sip_address)
+    plan = _plan(load_policy(policy_path), policy_path, directory, sip_address, redis_sentinel)
     _write_configuration(plan)
     lab = _describe(plan)
     try:
         _start_redis(lab, plan)
+        if redis_sentinel:
+            _start_redis_sentinels(lab, plan)
         _start_rtpengines(lab, plan)
         _start_pbx(lab, plan)
         _start_sbc(lab, plan, sbc_config, nat_keepalive_interval)
@@ -277,9 +291,12 @@ def _require_tools() -> None:
             raise LabError(f"{tool} is not installed; run `make setup`")
 
 
-def _plan(policy: Policy, source: Path, directory: Path, sip_address: str) -> _Plan:
+def _plan(
+    policy: Policy, source: Path, directory: Path, sip_address: str, redis_sentinel: bool = False
+) -> _Plan:
     engines = [_ng_name(i) for i in range(rtpengine_count(policy))]
-    ports = {name: free_port() for name in ("pbx", "redis", *engines)}
+    redis_group = (REPLICA, *SENTINELS) if redis_sentinel else ()
+    ports = {name: free_port() for name in ("pbx", "redis", *redis_group, *engines)}
     ports |= {name: free_port(sip_address) for name in ("sip", "tls")}
     names = ["localhost", DOMAIN, "127.0.0.1"]
     tls = make_lab_certificates(
@@ -317,6 +334,9 @@ def _write_configuration(plan: _Plan) -> None:
     )
     for name in ("run-sbc", "run-pbx", "redis"):
         (directory / name).mkdir(exist_ok=True)
+    for name in (REPLICA, *SENTINELS):
+        if name in plan.ports:
+            (directory / name).mkdir(exist_ok=True)
     _write_pbx_database(directory / "pbx-db")
 
 
@@ -344,6 +364,7 @@ def _describe(plan: _Plan) -> Lab:
             "tls": f"{sip_address}:{ports['tls']}",
         },
         "redis": plan.policy.redis.url,
+        "redis_sentinels": list(plan.policy.redis.sentinels),
         "rtpengine_ng": f"{HOST}:{ports['rtpengine']}",
         "rtp_ports": list(plan.port_blocks["rtpengine"]),
         # Every rtpengine, first one included (more when the policy names more).
@@ -361,7 +382,10 @@ def _describe(plan: _Plan) -> Lab:
             "client_cert": str(plan.tls.client_cert),
             "client_key": str(plan.tls.client_key),
         },
-        "logs": {name: str(plan.log(name)) for name in ("redis", *plan.engines, "pbx", "sbc")},
+        "logs": {
+            name: str(plan.log(name))
+            for name in ("redis", *_redis_group(plan), *plan.engines, "pbx", "sbc")
+        },
         "pids": {},
         # How each service was started, so a test or an operator can restart one.
         "commands": {},
@@ -399,6 +423,50 @@ def _start_redis(lab: Lab, plan: _Plan) -> None:
     proc = _start(lab, "redis", argv)
     ping = redis.Redis(host=HOST, port=port, socket_timeout=0.5).ping
     _wait("redis", ping, plan.log("redis"), proc)
+
+
+def _redis_group(plan: _Plan) -> list[str]:
+    return [name for name in (REPLICA, *SENTINELS) if name in plan.ports]
+
+
+def _start_redis_sentinels(lab: Lab, plan: _Plan) -> None:
+    """A replica of the lab's Redis and three sentinels watching it (quorum 2).
+
+    The sentinels call the master down after a second without an answer and
+    promote the replica; each rewrites its own configuration file as it learns.
+    """
+    master = plan.ports["redis"]
+    port = plan.ports[REPLICA]
+    argv = ["redis-server", "--bind", HOST, "--port", str(port), "--replicaof", HOST, str(master)]
+    argv += ["--dir", str(plan.directory / REPLICA), "--appendonly", "yes", "--save", ""]
+    argv += ["--protected-mode", "yes", "--daemonize", "no"]
+    proc = _start(lab, REPLICA, argv)
+    _wait(
+        REPLICA, redis.Redis(host=HOST, port=port, socket_timeout=0.5).ping, plan.log(REPLICA), proc
+    )
+    for name in SENTINELS:
+        config = plan.directory / name / "sentinel.conf"
+        config.write_text(
+            f"bind {HOST}\nport {plan.ports[name]}\ndir {plan.directory / name}\n"
+            f"sentinel monitor {SENTINEL_SERVICE} {HOST} {master} 2\n"
+            f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n"
+            f"sentinel failover-timeout {SENTINEL_SERVICE} 5000\n"
+            f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+        )
+        proc = _start(lab, name, ["redis-server", str(config), "--sentinel"])
+        ping = redis.Redis(host=HOST, port=plan.ports[name], socket_timeout=0.5).ping
+        _wait(name, ping, plan.log(name), proc)
+
+    def ready() -> bool:
+        """Every sentinel knows the replica and the two other sentinels: a failover can run."""
+        for name in SENTINELS:
+            sentinel = redis.Redis(host=HOST, port=plan.ports[name], socket_timeout=0.5)
+            master = sentinel.sentinel_master(SENTINEL_SERVICE)
+            if master["num-slaves"] < 1 or master["num-other-sentinels"] < len(SENTINELS) - 1:
+                return False
+        return True
+
+    _wait("the sentinels' view of the group", ready, plan.log(SENTINELS[0]), proc)
 
 
 def _start_rtpengines(lab: Lab, plan: _Plan) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sipshield.core.bans import BanStore
     from sipshield.core.policy import Policy, PolicyError
+    from sipshield.core.state import RedisSettings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -121,6 +122,7 @@ def _lab(args: argparse.Namespace) -> int:
             sbc_config,
             args.sip_address,
             args.nat_keepalive_interval,
+            args.redis_sentinel,
         )
     except PolicyError as exc:
         return _report(exc)
@@ -148,21 +150,36 @@ def _lab(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _redis_url(args: argparse.Namespace) -> str:
-    """The Redis URL from --redis, or from the lab.json of --lab."""
+def _redis_settings(args: argparse.Namespace, timeout_ms: int = 2000) -> RedisSettings:
+    """Where Redis is: the ``redis:`` section of --policy (Sentinel, ACL user, TLS and key
+    prefix included), of the lab's policy (--lab), or --redis URL with --prefix."""
+    from sipshield.core.policy import PolicyError, load_policy
+    from sipshield.core.state import RedisSettings
+
+    policy_file = args.policy
     if args.lab:
-        return json.loads((Path(args.lab) / "lab.json").read_text())["redis"]
+        policy_file = json.loads((Path(args.lab) / "lab.json").read_text())["policy"]
+    if policy_file:
+        try:
+            settings = load_policy(policy_file).redis
+        except PolicyError as exc:
+            raise SystemExit(f"sipshield {args.command}: {exc}") from None
+        return settings.model_copy(update={"timeout_ms": timeout_ms})
     if not args.redis:
-        raise SystemExit(f"sipshield {args.command}: give --lab DIR or --redis URL")
-    return args.redis
+        raise SystemExit(f"sipshield {args.command}: give --policy FILE, --lab DIR or --redis URL")
+    return RedisSettings(url=args.redis, key_prefix=args.prefix, timeout_ms=timeout_ms)
 
 
 def _events(args: argparse.Namespace) -> int:
     import redis
 
-    url = _redis_url(args)
-    client = redis.Redis.from_url(url, decode_responses=True)
-    stream = f"{args.prefix}:events"
+    from sipshield.core.redis_connection import connect, safe_url
+
+    settings = _redis_settings(args)
+    # xread blocks for a second at a time: the socket waits longer than that.
+    client = connect(settings, 5)
+    url = safe_url(settings.url)
+    stream = f"{settings.key_prefix}:events"
     try:
         last = "0"
         for entry_id, fields in client.xrange(stream, count=args.count):
@@ -183,12 +200,9 @@ def _events(args: argparse.Namespace) -> int:
 
 def _ban_store(args: argparse.Namespace) -> BanStore:
     from sipshield.core.bans import BanSettings, BanStore
-    from sipshield.core.state import RedisSettings, SharedState
+    from sipshield.core.state import SharedState
 
-    state = SharedState(
-        RedisSettings(url=_redis_url(args), key_prefix=args.prefix, timeout_ms=2000)
-    )
-    return BanStore(state, BanSettings())
+    return BanStore(SharedState(_redis_settings(args)), BanSettings())
 
 
 def _bans(args: argparse.Namespace) -> int:
@@ -235,9 +249,7 @@ def _nft_sync(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s nft-sync %(levelname)s %(message)s", force=True
     )
-    mirror = BanMirror(
-        store.state.settings.url, store.index_key, store.channel, NftTable(args.table)
-    )
+    mirror = BanMirror(store.state.settings, store.index_key, store.channel, NftTable(args.table))
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
@@ -284,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the SBC's SIP listeners bind (other services stay on 127.0.0.1)",
     )
     lab_up.add_argument(
+        "--redis-sentinel",
+        action="store_true",
+        help="a Redis replica and three sentinels on loopback; the SBC follows the master",
+    )
+    lab_up.add_argument(
         "--nat-keepalive-interval",
         type=int,
         default=30,
@@ -299,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = events.add_mutually_exclusive_group()
     source.add_argument("--lab", help="lab directory (reads its lab.json)")
     source.add_argument("--redis", help="Redis URL")
+    source.add_argument("--policy", help="policy file (its redis section: Sentinel, ACL, TLS)")
     events.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
     events.add_argument("--count", type=int, default=100, help="how many past events to show")
     events.add_argument("--follow", action="store_true", help="keep printing new events")
@@ -308,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     bans_source = bans.add_mutually_exclusive_group()
     bans_source.add_argument("--lab", help="lab directory (reads its lab.json)")
     bans_source.add_argument("--redis", help="Redis URL")
+    bans_source.add_argument("--policy", help="policy file (its redis section: Sentinel, ACL, TLS)")
     bans.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
     bans_commands = bans.add_subparsers(dest="bans_command", required=True)
     bans_commands.add_parser("list", help="active bans with reason, age and expiry")
@@ -326,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     nft_source = nft.add_mutually_exclusive_group()
     nft_source.add_argument("--lab", help="lab directory (reads its lab.json)")
     nft_source.add_argument("--redis", help="Redis URL")
+    nft_source.add_argument("--policy", help="policy file (its redis section: Sentinel, ACL, TLS)")
     nft.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
     nft.add_argument("--table", default="sipshield", help="nftables table (family inet)")
     nft.set_defaults(run=_nft_sync)

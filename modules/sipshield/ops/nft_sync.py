@@ -39,11 +39,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from sipshield.core.bans import decode_change, live_bans
+from sipshield.core.redis_connection import connect, safe_url
+
+if TYPE_CHECKING:
+    from sipshield.core.state import RedisSettings
 
 log = logging.getLogger("sipshield.ops.nft_sync")
 
@@ -168,14 +172,14 @@ class BanMirror:
 
     def __init__(
         self,
-        redis_url: str,
+        redis_settings: RedisSettings,
         index_key: str,
         channel: str,
         table: NftTable,
         apply: Callable[[str], None] = run_nft,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.redis_url = redis_url
+        self.redis_settings = redis_settings
         self.index_key = index_key
         self.channel = channel
         self.table = table
@@ -235,13 +239,7 @@ class BanMirror:
         """Follow Redis until ``stop`` is set; reconnect and resync after any outage."""
         backoff = 0.5
         while not stop.is_set():
-            client = redis.Redis.from_url(
-                self.redis_url,
-                decode_responses=True,
-                socket_timeout=5,
-                socket_connect_timeout=5,
-                health_check_interval=10,
-            )
+            client = connect(self.redis_settings, 5, health_check_interval=10)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 # Subscribe before loading, so no change falls between the two.
@@ -253,7 +251,7 @@ class BanMirror:
                 log.error(
                     "redis at %s unreachable (%s); kernel bans stay until their "
                     "timeouts, retrying in %.1fs",
-                    _safe_url(self.redis_url),
+                    safe_url(self.redis_settings.url),
                     exc,
                     backoff,
                 )
@@ -276,8 +274,3 @@ class BanMirror:
             if time.monotonic() >= next_sync:
                 self.full_sync(client)
                 next_sync = time.monotonic() + RESYNC_INTERVAL_S
-
-
-def _safe_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}"
