@@ -97,15 +97,15 @@ class TextSafety(SecurityModule):
                 continue
             body = msg.body
             data = body[text.start : text.end]
-            if not text.whole_body and body.find(data) != text.start:
-                # Kamailio replaces the first match of the text: it must be this one.
+            content_type = msg.header("content-type") or "text/plain"
+            if not _rewritable(body, data, text, content_type):
                 return Reject(f"{msg.method} text with {unsafe} (cannot be sanitised)", 488)
             return Rewrite(
                 f"{msg.method} text with {unsafe}; removed",
                 part=SdpPart(body, text.start, text.end, multipart=not text.whole_body),
                 text=without_unsafe_characters(text.text),
                 verb="sanitise",
-                content_type=msg.header("content-type") or "text/plain",
+                content_type=content_type,
             )
         return CONTINUE
 
@@ -127,6 +127,20 @@ class TextSafety(SecurityModule):
             if found:
                 return f"{header} with {found}"
         return ""
+
+
+def _rewritable(body: bytes, data: bytes, text: ReadableText, content_type: str) -> bool:
+    """Whether Kamailio can put the sanitised text in place of this one.
+
+    KEMI strings carry no NUL and only valid UTF-8: the Content-Type set with a
+    whole body must be plain text, and a part is found by its own text (which
+    must then be that, and be the first match in the body).
+    """
+    if not (content_type.isascii() and content_type.isprintable()):
+        return False
+    if text.whole_body:
+        return True
+    return b"\x00" not in data and body.find(data) == text.start
 
 
 def _act(action: str, reason: str, code: int, headers: tuple[tuple[str, str], ...] = ()) -> Outcome:
