@@ -294,3 +294,11 @@ def test_media_filter_policy_fields_are_checked():
     )
     assert settings.for_class("trunk:carrier").media_types == ["audio"]
     assert settings.for_class("users").media_types == []
+
+
+def test_an_sdp_without_media_lines_has_no_sections():
+    # Found by `make fuzz`: a body cut to "v" (Content-Length: 1) crashed the parser.
+    from sipshield.sip.sdp import SdpFacts
+
+    for body in ("v", "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n", ""):
+        assert SdpFacts.parse(body).sections == ()

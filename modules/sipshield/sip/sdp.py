@@ -42,7 +42,8 @@ def _sections(sdp: str) -> tuple[MediaSection, ...]:
     """The active media sections (port not 0) with their codec names."""
     out = []
     starts = [m.start() for m in M_LINE.finditer(sdp)]
-    for begin, end in zip(starts, [*starts[1:], len(sdp)], strict=True):
+    # Each section ends where the next begins, the last at the end (none: none).
+    for begin, end in zip(starts, [*starts[1:], len(sdp)][: len(starts)], strict=True):
         text = sdp[begin:end]
         m_line = M_LINE.match(text)
         assert m_line is not None
