@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from fuzz.mutations import mutate
 from tests.integration.lab_fixture import RunningLab
-from tests.integration.sip_mutations import mutate
 from tests.integration.validation_lab import render_for_lab, validation_only_lab
 from tests.validation_samples import load_samples
 

@@ -1,7 +1,7 @@
 """The content modules on mutated messages: a verdict every time, never an exception.
 
-Seeded mutations (tests.integration.sip_mutations, plus body-only ones aimed
-at XML and text) of every content sample go through each content module that
+Seeded mutations (fuzz.mutations, plus body-only ones aimed at XML and
+text) of every content sample go through each content module that
 judges a request alone.  A crash would fail open or closed at run time; here it
 fails the test, with the seed and index to replay it.  The lab-wide fuzz run
 (`make fuzz`) sends such messages through the real SBC.
@@ -13,9 +13,9 @@ import random
 
 import pytest
 
+from fuzz.mutations import mutate
 from sipshield.core.verdict import CONTINUE, Verdict
 from sipshield.sip.message import MalformedMessage, RawSipMessage
-from tests.integration.sip_mutations import mutate
 from tests.unit.test_content_samples import HOP, MODULES, SAMPLE_FILES
 from tests.validation_samples import load_sample
 

@@ -1,9 +1,11 @@
-"""Random mutations of SIP messages for the fuzz test, driven by a seeded RNG.
+"""Random mutations of whole SIP messages, driven by a seeded RNG.
 
 Each mutation takes the message bytes and the RNG and returns new bytes; a
-fuzzed message is a valid sample with one to three mutations stacked.  They
-aim at what SIP parsers get wrong: line structure, counts, lengths, escapes,
-quotes and sizes, and plain noise.
+fuzzed message is a seed with one to three mutations stacked.  They aim at
+what SIP parsers get wrong: line structure, counts, lengths, escapes, quotes
+and sizes, methods, and plain noise.  ``make fuzz`` (fuzz.corpus) and the
+in-suite fuzz test (tests/integration/test_fuzz.py) both use them; the body
+mutations are in fuzz.body_mutations.
 """
 
 from __future__ import annotations
@@ -128,6 +130,37 @@ def random_bytes(message: bytes, rng: random.Random) -> bytes:
     return rng.randbytes(rng.randint(0, 2000))
 
 
+# Every method the validation module knows, a few it does not, and spellings
+# that only look like methods: each module branches on the method.
+METHODS = (
+    b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"REGISTER", b"PRACK", b"SUBSCRIBE",
+    b"NOTIFY", b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE", b"invite", b"FOO",
+    b"!interesting-Method0123456789_*+`.%~", b"REGISTER%20", b"INVITE\x00", b"",
+)  # fmt: skip
+
+
+def change_method(message: bytes, rng: random.Random) -> bytes:
+    """Another method on the request line, and in CSeq too unless the mismatch is the point."""
+    lines, body = _lines(message)
+    old, _, rest = lines[0].partition(b" ")
+    new = rng.choice(METHODS)
+    lines[0] = new + b" " + rest
+    if rng.random() < 0.8:
+        for index, line in enumerate(lines):
+            name, colon, value = line.partition(b":")
+            if colon and name.strip().lower() == b"cseq":
+                lines[index] = name + b":" + value.replace(old, new, 1)
+    return _join(lines, body)
+
+
+def append_message(message: bytes, rng: random.Random) -> bytes:
+    """Two requests in one datagram or one TCP write (RFC 4475's dblreq)."""
+    return (
+        message
+        + (rng.choice((b"", b"\r\n", b"\r\n\r\n")) + message)[: rng.randint(1, len(message) + 4)]
+    )
+
+
 MUTATIONS: tuple[Mutation, ...] = (
     flip_bytes,
     truncate,
@@ -145,11 +178,21 @@ MUTATIONS: tuple[Mutation, ...] = (
     delete_range,
     repeat_chunk,
     random_bytes,
+    change_method,
+    append_message,
 )
+
+
+def mutate_named(message: bytes, rng: random.Random) -> tuple[bytes, tuple[str, ...]]:
+    """One to three stacked mutations of ``message``, and their names (for the report)."""
+    names = []
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        mutation = rng.choice(MUTATIONS)
+        message = mutation(message, rng)
+        names.append(mutation.__name__)
+    return message, tuple(names)
 
 
 def mutate(message: bytes, rng: random.Random) -> bytes:
     """One to three stacked mutations of ``message``."""
-    for _ in range(rng.choice((1, 1, 1, 2, 3))):
-        message = rng.choice(MUTATIONS)(message, rng)
-    return message
+    return mutate_named(message, rng)[0]
