@@ -1,8 +1,8 @@
 """The content modules on mutated messages: a verdict every time, never an exception.
 
-Seeded mutations (fuzz.mutations, plus body-only ones aimed at XML and
-text) of every content sample go through each content module that
-judges a request alone.  A crash would fail open or closed at run time; here it
+Seeded mutations (fuzz.mutations, plus body-only ones aimed at XML and text:
+fuzz.body_mutations.insert_payloads) of every content sample go through each
+content module that judges a request alone.  A crash would fail open or closed at run time; here it
 fails the test, with the seed and index to replay it.  The lab-wide fuzz run
 (`make fuzz`) sends such messages through the real SBC.
 """
@@ -13,6 +13,7 @@ import random
 
 import pytest
 
+from fuzz.body_mutations import insert_payloads
 from fuzz.mutations import mutate
 from sipshield.core.verdict import CONTINUE, Verdict
 from sipshield.sip.message import MalformedMessage, RawSipMessage
@@ -21,24 +22,11 @@ from tests.validation_samples import load_sample
 
 SEED = 1604
 PER_SAMPLE = 400
-# Pieces that XML and text parsers have choked on.
-BODY_PIECES = (
-    b"<!DOCTYPE x [<!ENTITY a SYSTEM 'file:///etc/passwd'>]>", b"&a;", b"<![CDATA[", b"]]>",
-    b"<?xml version='1.1' encoding='UTF-7'?>", b"<" * 50, b"</" * 50, b"\x00", b"\xff\xfe",
-    b"\xef\xbb\xbf", b"\xe2\x80\xae", b"\xe2\x81\xa6", b"--", b"--b1--", b"\r\n\r\n",
-    b"Content-Type: text/html\r\n\r\n", b"javascript:", b"data:", b"http://", b"www.",
-    b"%0d%0a", b"${jndi:", b"' OR '1'='1", b"<script>", b"\xf0\x9f\x91\xa8\xe2\x80\x8d",
-)  # fmt: skip
 
 
 def mutate_body(message: bytes, rng: random.Random) -> bytes:
     head, sep, body = message.partition(b"\r\n\r\n")
-    data = bytearray(body)
-    for _ in range(rng.randint(1, 4)):
-        at = rng.randrange(len(data) + 1)
-        piece = rng.choice(BODY_PIECES) * rng.choice((1, 1, 1, 30))
-        data[at:at] = piece
-    return head + sep + bytes(data)
+    return head + sep + insert_payloads(body, rng)
 
 
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=[path.stem for path in SAMPLE_FILES])
