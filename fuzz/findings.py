@@ -79,19 +79,23 @@ class Findings:
             name = f"{message.index}-{problem.what}"
             path = _write(self.directory / name, message, problem, self.target)
         else:
-            path = self._save_batch(batch, problem)
+            path = self._batch_folder(batch, problem)
+            if str(path) in finding.files:
+                return None  # this batch is kept already
+            self._save_batch(path, batch, problem)
         finding.indexes.append(problem.index)
         finding.files.append(str(path))
         return path
 
-    def _save_batch(self, batch: list[Fuzzed], problem: Problem) -> Path:
+    def _batch_folder(self, batch: list[Fuzzed], problem: Problem) -> Path:
         first = batch[0].index if batch else "none"
-        folder = self.directory / f"batch{first}-{problem.what}"
+        return self.directory / f"batch{first}-{problem.what}"
+
+    def _save_batch(self, folder: Path, batch: list[Fuzzed], problem: Problem) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "problem.txt").write_text(problem.detail + "\n")
         for message in batch:
             _write(folder / f"{message.index:07d}", message, None, self.target)
-        return folder
 
     def as_json(self) -> list[dict[str, Any]]:
         return [asdict(finding) for finding in self.found.values()]

@@ -16,7 +16,7 @@ class Plan:
     # socket overflowed (the kernel drops what Kamailio has not read yet).
     udp_workers: int = 64
     udp_workers_max: int = 192
-    tcp_workers: int = 300
+    tcp_workers: int = 150
     # How long a sender waits for a final reply before sending its next
     # message: what gets none (dropped by a module, discarded by Kamailio's
     # parser) costs this much of one sender.  A UDP reply that comes later

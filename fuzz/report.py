@@ -187,6 +187,7 @@ def tables(results: Results, watch: Watch) -> dict[str, Any]:
         "untraced_events": watch.untraced_events,
         "kamailio_errors": watch.kamailio_errors.most_common(12),
         "sipshield_warnings": watch.sipshield_warnings.most_common(12),
+        "overload": watch.overload.most_common(5),
         "probes": watch.probes,
         "probe_failures": watch.probe_failures,
         "body_mutations": dict(body_mutations.most_common()),
@@ -279,7 +280,10 @@ def markdown(data: dict[str, Any]) -> str:
         f"replies to nothing sent: {data['stray_replies']:,}; "
         f"datagrams the kernel dropped at the SBC's UDP socket: {data['kernel_udp_drops']:,} "
         f"(UDP senders per batch: {min(data['udp_workers'], default=0)}-"
-        f"{max(data['udp_workers'], default=0)}).",
+        f"{max(data['udp_workers'], default=0)}). "
+        "Kamailio's overload alarms (the fuzz's rate on a busy machine, not a finding): "
+        + (", ".join(f"{n:,}x `{line}`" for line, n in data["overload"]) or "none")
+        + ".",
         "",
         "## Who refused what",
         "",

@@ -7,8 +7,9 @@ After each batch:
     Kamailio records (a prefixed line and its continuation lines, as a
     Python traceback comes).  A traceback, an unhandled Python exception,
     any ERROR from sipshield's own loggers and any ALERT, BUG or CRITICAL
-    from Kamailio is a finding; Kamailio's other errors are its parser
-    refusing input, counted for the report;
+    from Kamailio (but for its overload alarms, counted apart) is a
+    finding; Kamailio's other errors are its parser refusing input, counted
+    for the report;
   - the events file (one JSON object per line): an ``error`` event is a
     module crash (sipshield.core.pipeline), a finding; the others say which
     module rejected, dropped or banned what;
@@ -42,6 +43,9 @@ _SIPSHIELD_ERROR = re.compile(r"sipshield\[[\w.]+\] (?:ERROR|CRITICAL): ")
 _CALL = re.compile(r"\{[^}]*\} ")
 _NUMBER = re.compile(r"\d+")
 _KAMAILIO_ALARMS = ("ALERT", "BUG", "CRITICAL")
+# Alarms that say the SBC is overloaded (the fuzz's rate on a busy machine),
+# not that a message broke something: counted for the report, not findings.
+_OVERLOAD = ("queue full",)
 _PYTHON_FAILURES = ("Traceback (most recent call last)", "Unhandled exception")
 # An event is also logged as a sipshield WARNING; it is counted from the events file.
 _EVENT_LINE = "sipshield[sipshield.core.events] WARNING: event "
@@ -147,6 +151,7 @@ class Watch:
     forwarded: set[int] = field(default_factory=set)
     kamailio_errors: Counter[str] = field(default_factory=Counter)
     sipshield_warnings: Counter[str] = field(default_factory=Counter)
+    overload: Counter[str] = field(default_factory=Counter)
     untraced_events: int = 0
     probes: int = 0
     probe_failures: int = 0
@@ -178,7 +183,9 @@ class Watch:
         problems = []
         for level, text in records(self.sbc_log.lines()):
             what = classify(level, text)
-            if what:
+            if level in _KAMAILIO_ALARMS and any(sign in text for sign in _OVERLOAD):
+                self.overload[summary(text)] += 1
+            elif what:
                 problems.append(Problem(what, text, find_index(text, self.seed)))
             elif level == "ERROR":
                 self.kamailio_errors[summary(text)] += 1

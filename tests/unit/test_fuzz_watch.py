@@ -7,9 +7,12 @@ real runs.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from fuzz.policy import fuzz_policy, module_names
 from fuzz.sender import parse_replies
-from fuzz.watch import Problem, classify, records
+from fuzz.watch import Problem, Watch, classify, records
 from sipshield.core.policy import Policy
 
 TRACEBACK = [
@@ -80,3 +83,40 @@ def test_the_fuzz_policy_keeps_every_module_and_is_valid() -> None:
     assert policy["bans"]["max_ttl_s"] == 1
     assert all(m.get("mode") != "off" for m in policy["modules"])
     assert "validation" in module_names(policy) and changes
+
+
+class _LabOnDisk:
+    """What Watch reads of a lab: its log and event files, and an SBC that stays alive."""
+
+    def __init__(self, directory: Path) -> None:
+        self.info = {
+            "logs": {"sbc": str(directory / "sbc.log"), "pbx": str(directory / "pbx.log")},
+            "events": str(directory / "events.jsonl"),
+            "pids": {"sbc": os.getpid()},
+        }
+        for name in ("sbc.log", "pbx.log", "events.jsonl"):
+            (directory / name).write_text("")
+
+    def processes(self, name: str) -> set[int]:
+        return {os.getpid()}
+
+    def sip(self, transport: str) -> tuple[str, int]:
+        return "127.0.0.1", 1  # no socket there: no kernel drops to read
+
+    def log_line(self, line: str) -> None:
+        with open(self.info["logs"]["sbc"], "a") as log:
+            log.write(line + "\n")
+
+
+def test_kamailio_overload_is_counted_not_found(tmp_path: Path) -> None:
+    lab = _LabOnDisk(tmp_path)
+    watch = Watch(lab, seed=1)  # type: ignore[arg-type]
+    # Seen when the machine was busy: Kamailio's TCP dispatcher could not keep up.
+    lab.log_line(
+        "10(24389) CRITICAL: <core> [core/tcp_main.c:4246]: send2child(): tcp child 0, "
+        "socket 17: queue full, 280 requests queued (total handled 25284)"
+    )
+    assert watch.check() == []
+    assert sum(watch.overload.values()) == 1
+    lab.log_line(" 0(1) CRITICAL: <core> [core/mem/q_malloc.c:1]: qm_malloc(): out of memory")
+    assert [problem.what for problem in watch.check()] == ["kamailio-critical"]
