@@ -193,7 +193,12 @@ def tables(results: Results, watch: Watch) -> dict[str, Any]:
         "body_mutations": dict(body_mutations.most_common()),
         "message_mutations": dict(message_mutations.most_common()),
         "findings": [
-            {**finding, "files": [shown(file) for file in finding["files"]]}
+            {
+                **finding,
+                "key": finding["key"].replace(f"{REPO}/", ""),
+                "detail": finding["detail"].replace(f"{REPO}/", ""),
+                "files": [shown(file) for file in finding["files"]],
+            }
             for finding in results.findings
         ],
         "aborted": results.aborted,
