@@ -76,6 +76,7 @@ class Results:
     findings: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     stray_replies: int = 0
+    send_errors: Counter[str] = field(default_factory=Counter)
     udp_workers: list[int] = field(default_factory=list)  # per batch
     aborted: str = ""
 
@@ -181,6 +182,8 @@ def tables(results: Results, watch: Watch) -> dict[str, Any]:
         "reply_codes": {t: dict(c.most_common()) for t, c in codes.items()},
         "late_replies": late,
         "stray_replies": results.stray_replies,
+        "udp_send_errors": dict(results.send_errors),
+        "kernel_udp_drops_pbx": watch.pbx_drops,
         "kernel_udp_drops": watch.kernel_drops,
         "udp_workers": results.udp_workers,
         "modules": modules,
@@ -283,7 +286,10 @@ def markdown(data: dict[str, Any]) -> str:
         f"Late replies (after the {data['plan']['udp_wait_s']} s wait, UDP): "
         f"{data['late_replies']:,}; "
         f"replies to nothing sent: {data['stray_replies']:,}; "
-        f"datagrams the kernel dropped at the SBC's UDP socket: {data['kernel_udp_drops']:,} "
+        f"datagrams the kernel dropped at the SBC's UDP socket: {data['kernel_udp_drops']:,}, "
+        f"at the PBX's: {data['kernel_udp_drops_pbx']:,}; UDP send errors: "
+        + (", ".join(f"{n:,} {e}" for e, n in data["udp_send_errors"].items()) or "none")
+        + " "
         f"(UDP senders per batch: {min(data['udp_workers'], default=0)}-"
         f"{max(data['udp_workers'], default=0)}). "
         "Kamailio's overload alarms (the fuzz's rate on a busy machine, not a finding): "

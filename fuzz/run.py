@@ -86,6 +86,7 @@ class Run:
         self.results.outcomes |= sender.send(batch)
         self.results.sent |= {m.index: report.Sent.of(m) for m in batch}
         self.results.stray_replies += sender.stray_replies
+        self.results.send_errors.update(sender.send_errors)
         self.results.udp_workers.append(self.udp_workers)
         problems = watch.check()
         probe = watch.probe()

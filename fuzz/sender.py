@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import re
 import socket
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -93,6 +94,8 @@ class Sender:
         self.tcp_wait = tcp_wait
         self.outcomes: dict[int, Outcome] = {}
         self.stray_replies = 0  # replies to nothing we know
+        # Errors the UDP sockets reported (a send refused, an ICMP error), by kind.
+        self.send_errors: Counter[str] = Counter()
 
     def send(self, batch: Iterable[Fuzzed]) -> dict[int, Outcome]:
         """Send every message of ``batch``; return their outcomes by index."""
@@ -139,7 +142,9 @@ class Sender:
                     sender._record(reply, pending)
 
             def error_received(self, exc: Exception) -> None:
-                pass  # an ICMP error for an earlier datagram; the timeout covers it
+                # A send the kernel refused, or an ICMP error for an earlier one:
+                # either way a message that may never have reached the SBC.
+                sender.send_errors[type(exc).__name__] += 1
 
         transport, _ = await loop.create_datagram_endpoint(
             Protocol, local_addr=(self._source(worker), 0), family=socket.AF_INET

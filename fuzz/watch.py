@@ -14,8 +14,8 @@ After each batch:
     module crash (sipshield.core.pipeline), a finding; the others say which
     module rejected, dropped or banned what;
   - the PBX's log: which messages were forwarded to it;
-  - the SBC's UDP socket's kernel drop counter: messages lost before
-    Kamailio read them.
+  - the kernel drop counters of the SBC's and the PBX's UDP sockets:
+    messages lost before Kamailio read them.
 Kamailio's log prefix and the events carry the Call-ID, so each record is
 traced to its message's index (fuzz.corpus.find_index).
 
@@ -142,6 +142,7 @@ class Watch:
     processes: set[int] = field(init=False)
     services: dict[str, int] = field(init=False)
     drops_at_start: int = field(init=False)
+    pbx_drops_at_start: int = field(init=False)
     # What the run saw, over all batches:
     events: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # module, action, mode
     reasons: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
@@ -164,13 +165,24 @@ class Watch:
         self.processes = self.lab.processes("sbc")
         self.services = {name: int(pid) for name, pid in self.lab.info["pids"].items()}
         self.drops_at_start = self.kernel_drops_total()
+        self.pbx_drops_at_start = self._pbx_drops_total()
 
     def kernel_drops_total(self) -> int:
         return udp_drops(self.lab.sip("udp")[1])
 
+    def _pbx_drops_total(self) -> int:
+        pbx = self.lab.info.get("pbx", {}).get("udp")
+        return udp_drops(int(pbx.rsplit(":", 1)[1])) if pbx else 0
+
     @property
     def kernel_drops(self) -> int:
+        """Datagrams lost at the SBC's UDP socket since the run started."""
         return self.kernel_drops_total() - self.drops_at_start
+
+    @property
+    def pbx_drops(self) -> int:
+        """Datagrams lost at the PBX's UDP socket (what the SBC relayed) since the run started."""
+        return self._pbx_drops_total() - self.pbx_drops_at_start
 
     def check(self) -> list[Problem]:
         """Everything the lab recorded since the last check; the problems among it."""
