@@ -32,7 +32,7 @@ peers:
   pbx: {{address: 127.0.0.1:5090}}
 modules:
   - {{name: validation}}
-  - {{name: content_policy}}
+  - {{name: content_policy, disallowed_parts: strip}}
   - {{name: xml_bodies}}
   - {{name: device_control, provisioning_sources: [{PROVISIONING_IP}/32]}}
   - {{name: text_safety}}
@@ -323,3 +323,32 @@ def test_a_watcher_sweeping_the_directory_is_stopped(lab: RunningLab) -> None:
     finally:
         sweeper.close()
         phone.close()
+
+
+def test_a_disallowed_text_part_is_stripped_and_the_rest_delivered(
+    lab: RunningLab, bob: Phone, alice: Sender
+) -> None:
+    text = b"--b1\r\nContent-Type: text/plain\r\n\r\nsee you at 3\r\n"
+    # Allowed site-wide (validation), not in a MESSAGE (content_policy).
+    pidf = (
+        b"--b1\r\nContent-Type: application/pidf+xml\r\n\r\n"
+        b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@sipshield.lab"/>\r\n'
+    )
+    body = text + pidf + b"--b1--\r\n"
+    call_id = f"strip-{uuid.uuid4().hex}"
+    raw = (
+        f"MESSAGE sip:bob@{lab.domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:alice@{lab.domain}>;tag={secrets.token_hex(4)}\r\n"
+        f"To: <sip:bob@{lab.domain}>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n"
+        "Content-Type: multipart/mixed;boundary=b1\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    assert alice.send(raw) == 200
+    delivered = bob.got(call_id)
+    assert delivered is not None
+    assert delivered.body == (text + b"--b1--\r\n").decode()
+    assert delivered.header("Content-Length") == str(len(text) + len(b"--b1--\r\n"))
+    lab.wait_for_event(module="content_policy", action="strip", call_id=call_id)

@@ -29,6 +29,8 @@ class ContentPart:
     end: int
     # Multiparts holding it: 0 for a body that is not multipart.
     nesting: int = 0
+    # Where the part with its delimiter line begins (multipart parts; sdp_body.BodyPart).
+    segment_start: int = 0
 
     @property
     def is_xml(self) -> bool:
@@ -58,7 +60,14 @@ def body_parts(content_type: str | None, body: bytes) -> list[ContentPart] | Bod
     if isinstance(parts, BodyProblem):
         return parts
     return [
-        ContentPart(media_type(p.content_type), body[p.start : p.end], p.start, p.end, p.nesting)
+        ContentPart(
+            media_type(p.content_type),
+            body[p.start : p.end],
+            p.start,
+            p.end,
+            p.nesting,
+            p.segment_start,
+        )
         for p in parts
     ]
 

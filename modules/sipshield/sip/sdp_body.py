@@ -87,6 +87,9 @@ class BodyPart:
     end: int
     # How many multiparts hold it: 1 for a part of the body's own multipart.
     nesting: int = 1
+    # Where the line end before its opening delimiter begins: body[segment_start:end]
+    # is the whole part with its delimiter, what removing the part removes.
+    segment_start: int = 0
 
     @property
     def content_type(self) -> str:
@@ -224,12 +227,12 @@ class _Scan:
         if depth >= MAX_DEPTH:
             raise _Refused(UNSUPPORTED_MEDIA_TYPE, "multipart nested too deep")
         delimiters = self.delimiters(start, end, _boundary(content_type))
-        for (_, part_start), (part_end, _) in pairwise(delimiters):
+        for (segment_start, part_start), (part_end, _) in pairwise(delimiters):
             self.read += 1
             if self.read > MAX_PARTS:
                 raise _Refused(UNSUPPORTED_MEDIA_TYPE, f"multipart body over {MAX_PARTS} parts")
             headers, content = self.part_headers(part_start, part_end)
-            part = BodyPart(headers, content, part_end, depth + 1)
+            part = BodyPart(headers, content, part_end, depth + 1, segment_start)
             if media_type(part.content_type).startswith("multipart/"):
                 if self.with_containers:
                     self.parts.append(part)

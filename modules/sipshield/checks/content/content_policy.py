@@ -11,7 +11,10 @@ an ISUP blob.  Requests from the PBX are the inside's own and are not judged.
 - a body type not allowed for the method (the body's own type and each part
   of a multipart): 415 with Accept;
 - a body over the method's size: 413;
-- parts nested deeper than ``max_nesting`` multiparts: 415.
+- parts nested deeper than ``max_nesting`` multiparts: 415;
+- with ``disallowed_parts: strip``, a multipart body with one part of a type
+  not allowed (and the others allowed) is relayed without that part, when the
+  part is text Kamailio can cut out; otherwise 415 as above.
 
 A method without a body rule keeps validation's site-wide rules only.
 """
@@ -24,10 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sipshield.checks.content.peer_class import peer_class
 from sipshield.core.module import ModuleConfig, SecurityModule
-from sipshield.core.verdict import CONTINUE, Outcome, Reject
-from sipshield.sip.sdp_body import BodyProblem, media_type
+from sipshield.core.verdict import CONTINUE, Outcome, Reject, Rewrite
+from sipshield.sip.body_parts import ContentPart
+from sipshield.sip.sdp_body import BodyProblem, SdpPart, media_type
 
 if TYPE_CHECKING:
+    from sipshield.core.hop import Hop
     from sipshield.core.state import SharedState
     from sipshield.sip.message import SipRequest
 
@@ -129,14 +134,20 @@ class ContentPolicyConfig(ModuleConfig):
     name: Literal["content_policy"] = "content_policy"
     users: ClassPolicy = Field(default_factory=_users)
     trunks: ClassPolicy = Field(default_factory=_trunks)
+    # A multipart body with one part of a type not allowed (the rest allowed):
+    # refuse it (415), or strip that part and relay the rest.  Only a text part
+    # can be stripped (KEMI strings carry text); any other is refused.
+    disallowed_parts: Literal["refuse", "strip"] = "refuse"
 
 
 class ContentPolicy(SecurityModule):
     name = "content_policy"
     Config = ContentPolicyConfig
+    checks_relay = True
 
     def __init__(self, config: ContentPolicyConfig) -> None:
         super().__init__(config)
+        self.settings = config
         self.classes = {"users": config.users, "trunks": config.trunks}
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
@@ -173,14 +184,56 @@ class ContentPolicy(SecurityModule):
                 f"(content_policy.{who}.bodies.{method}.max_bytes: {rule.max_bytes})",
                 code=413,
             )
-        kinds = [media_type(msg.header("content-type") or "text/plain")]
-        kinds += [part.media_type for part in parts if part.nesting]
-        refused = next((kind for kind in kinds if kind not in rule.content_types), None)
-        if refused is not None:
-            return Reject(
-                f"{method} with a {refused} body from {who} "
-                f"(content_policy.{who}.bodies.{method}.content_types)",
-                code=415,
-                headers=(("Accept", ", ".join(rule.content_types)),),
-            )
+        top = media_type(msg.header("content-type") or "text/plain")
+        refused = [
+            part for part in parts if part.nesting and part.media_type not in rule.content_types
+        ]
+        if top not in rule.content_types or len(refused) > 1 or len(refused) == len(parts):
+            kind = top if top not in rule.content_types else refused[0].media_type
+            return self._unsupported(method, kind, who, rule)
+        if refused and (
+            self.settings.disallowed_parts == "refuse" or not _strippable(body, refused[0])
+        ):
+            return self._unsupported(method, refused[0].media_type, who, rule)
         return CONTINUE
+
+    def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
+        """Strip the one disallowed part that check() let through (``disallowed_parts: strip``)."""
+        if msg.from_pbx or self.settings.disallowed_parts != "strip" or not msg.body:
+            return CONTINUE
+        rule = self.classes[peer_class(msg)].bodies.get(msg.method)
+        parts = msg.body_parts
+        if rule is None or isinstance(parts, BodyProblem):
+            return CONTINUE
+        refused = [
+            part for part in parts if part.nesting and part.media_type not in rule.content_types
+        ]
+        if len(refused) != 1:
+            return CONTINUE  # check() refused the request, or there is nothing to strip
+        part, body = refused[0], msg.body
+        return Rewrite(
+            f"{msg.method} with a {part.media_type} part (not in content_policy's "
+            f"content_types for {msg.method}); the part removed",
+            part=SdpPart(body, part.segment_start, part.end, multipart=True),
+            text="",
+            verb="strip",
+        )
+
+    def _unsupported(self, method: str, kind: str, who: str, rule: BodyRule) -> Reject:
+        return Reject(
+            f"{method} with a {kind} body from {who} "
+            f"(content_policy.{who}.bodies.{method}.content_types)",
+            code=415,
+            headers=(("Accept", ", ".join(rule.content_types)),),
+        )
+
+
+def _strippable(body: bytes, part: ContentPart) -> bool:
+    """Whether Kamailio can cut the part out: KEMI strings are UTF-8 without NUL, and
+    textops replaces the first match of the part's bytes, which must be this part."""
+    segment = body[part.segment_start : part.end]
+    try:
+        segment.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in segment and body.find(segment) == part.segment_start
