@@ -14,9 +14,15 @@ from tests.integration.lab_fixture import PLUGINS, RunningLab, lab_down, lab_up
 EXAMPLE_POLICY = REPO / "kamailio-cfg" / "policy.example.yaml"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    """The lab running the example policy, shared by the tests that only need a working edge."""
+    """A lab running the example policy, one per test file that asks for it.
+
+    Per file, not per session: the example policy's flood, scanner and
+    brute-force limits count per source, and test files that shared one lab
+    (all sending from 127.0.0.1) could push each other over them, so a result
+    depended on which files ran before.
+    """
     running = lab_up(EXAMPLE_POLICY, tmp_path_factory.mktemp("lab"))
     yield running
     lab_down(running)

@@ -109,12 +109,12 @@ def test_a_rejection_is_an_event_naming_the_problem(
 
 
 def test_the_example_policy_validates(lab: RunningLab) -> None:
-    """The example policy (the session lab) runs validation in front of the PBX."""
+    """The example policy (this file's own lab of it) runs validation in front of the PBX."""
     good_id, good = render_for_lab(load_sample(SAMPLES / "valid-options-to-user.sip"), lab, "udp")
     bad_id, bad = render_for_lab(load_sample(SAMPLES / "invalid-cseq-not-numeric.sip"), lab, "udp")
     assert lab.send(bad) == 400
-    # The PBX's answer depends on whether another test registered bob in this
-    # shared lab (404, or forwarding to his contact), so judge by what it saw.
+    # The PBX's answer depends on whether bob is registered (404, or
+    # forwarding to his contact): judge by what it saw.
     lab.send(good, timeout=0.5)
     wait_until_pbx_saw(lab, [good_id])
     assert lab.pbx_saw(good_id)
