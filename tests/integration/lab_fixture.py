@@ -53,6 +53,16 @@ class RunningLab:
     def log(self, name: str) -> str:
         return Path(self.info["logs"][name]).read_text(errors="replace")
 
+    def sbc_received_from(self, source_ip: str) -> bool:
+        """True when the SBC's sipdump (lab up --sipdump) holds a message from ``source_ip``.
+
+        sipdump records each message as received, before Kamailio parses it, so
+        this also shows what the parser went on to discard without a word.
+        """
+        folder = self.directory / "sipdump"
+        line = f"srcip: {source_ip}\n"
+        return any(line in path.read_text(errors="replace") for path in folder.glob("*.data"))
+
     def pbx_saw(self, call_id: str) -> bool:
         """True when the lab PBX logged receiving a request with this Call-ID."""
         return f"call-id={call_id}" in self.log("pbx")
@@ -157,13 +167,13 @@ def lab_up(
 
 @contextmanager
 def lab_with_policy(
-    directory: Path, policy_text: str, extra_pythonpath: Path | None = None
+    directory: Path, policy_text: str, extra_pythonpath: Path | None = None, *lab_options: str
 ) -> Iterator[RunningLab]:
     """A lab running ``policy_text``, stopped on the way out whatever happened."""
     directory.mkdir(parents=True, exist_ok=True)
     policy = directory / "policy.yaml"
     policy.write_text(policy_text)
-    running = lab_up(policy, directory / "lab", extra_pythonpath)
+    running = lab_up(policy, directory / "lab", extra_pythonpath, *lab_options)
     try:
         yield running
     finally:

@@ -28,7 +28,8 @@ modules:
 
 @contextmanager
 def validation_only_lab(directory: Path) -> Iterator[RunningLab]:
-    with lab_with_policy(directory, VALIDATION_ONLY_POLICY) as running:
+    # With sipdump: a test can show the SBC received what it answered with silence.
+    with lab_with_policy(directory, VALIDATION_ONLY_POLICY, None, "--sipdump") as running:
         yield running
 
 

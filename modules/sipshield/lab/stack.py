@@ -242,6 +242,7 @@ def up(
     sip_address: str = "127.0.0.1",
     nat_keepalive_interval: int = 30,
     redis_sentinel: bool = False,
+    sipdump: bool = False,
 ) -> Lab:
     """Start the lab; ``sbc_config`` replaces sipshield's kamailio.cfg (benchmark references).
 
@@ -251,6 +252,8 @@ def up(
     between keepalive OPTIONS to users registered from behind NAT.
     ``redis_sentinel`` adds a replica and three sentinels watching the lab's
     Redis (service "sipshield"), and points the policy at the sentinels.
+    ``sipdump`` has the SBC write every message it receives or sends, with its
+    source, to text files in the lab's ``sipdump`` folder (before any parsing).
     """
     directory = _claim(directory)
     _require_tools()
@@ -263,7 +266,7 @@ def up(
             _start_redis_sentinels(lab, plan)
         _start_rtpengines(lab, plan)
         _start_pbx(lab, plan)
-        _start_sbc(lab, plan, sbc_config, nat_keepalive_interval)
+        _start_sbc(lab, plan, sbc_config, nat_keepalive_interval, sipdump)
     except BaseException:
         down(directory)
         raise
@@ -512,7 +515,9 @@ def _start_pbx(lab: Lab, plan: _Plan) -> None:
 SBC_SHARED_MEMORY_MB = "256"
 
 
-def _start_sbc(lab: Lab, plan: _Plan, sbc_config: Path | None, nat_keepalive_interval: int) -> None:
+def _start_sbc(
+    lab: Lab, plan: _Plan, sbc_config: Path | None, nat_keepalive_interval: int, sipdump: bool
+) -> None:
     directory, ports, sip_address = plan.directory, plan.ports, plan.sip_address
     cfg = config_dir()
     site_packages = sysconfig.get_paths()["purelib"]
@@ -541,6 +546,9 @@ def _start_sbc(lab: Lab, plan: _Plan, sbc_config: Path | None, nat_keepalive_int
         # the lab's rtpengines, as one rtpengine_sock set.
         engines = " ".join(f"udp:{address}" for address in plan.policy.media.rtpengine.ng)
         argv += ["-A", f'RTPENGINE_NG="{engines}"']
+    if sipdump:
+        (directory / "sipdump").mkdir(exist_ok=True)
+        argv += ["-A", f'SIPDUMP_DIR="{directory / "sipdump"}"']
     env = {"SIPSHIELD_POLICY": str(plan.policy_file), "PYTHONPATH": python_path}
     proc = _start(lab, "sbc", argv, env)
 

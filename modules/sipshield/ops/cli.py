@@ -123,6 +123,7 @@ def _lab(args: argparse.Namespace) -> int:
             args.sip_address,
             args.nat_keepalive_interval,
             args.redis_sentinel,
+            args.sipdump,
         )
     except PolicyError as exc:
         return _report(exc)
@@ -299,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-sentinel",
         action="store_true",
         help="a Redis replica and three sentinels on loopback; the SBC follows the master",
+    )
+    lab_up.add_argument(
+        "--sipdump",
+        action="store_true",
+        help="the SBC writes every SIP message it receives or sends to LAB/sipdump",
     )
     lab_up.add_argument(
         "--nat-keepalive-interval",
