@@ -283,7 +283,10 @@ def test_sips_never_leaves_over_a_plain_hop(make_lab):
     event = lab.wait_for_event(module="tls_policy", action="reject", method="OPTIONS")
     assert "non-TLS hop" in event["reason"]
     # Received over UDP: refused on arrival.
-    assert _udp(lab, lambda local: _request("OPTIONS", "sips:bob@sipshield.lab", local, "udp"))
+    received_over_udp = _udp(
+        lab, lambda local: _request("OPTIONS", "sips:bob@sipshield.lab", local, "udp")
+    )
+    assert received_over_udp == 403
     lab.wait_for_event(module="tls_policy", reason="sips: Request-URI received over udp")
     # A sip: request over TLS reaches the PBX (bob is not registered there: 404).
     plain = tls_request(
