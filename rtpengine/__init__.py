@@ -19,7 +19,7 @@ from .commands import (
     Statistics,
 )
 from .errors import NgBadReply, NgError, NgErrorReply, NgTimeout, NgUnavailable
-from .reply import NgReply, interpret_reply
+from .reply import NgReply, holds_call, interpret_reply
 from .transport import UdpTransport, rendezvous_order
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "UdpTransport",
     "decode_reply",
     "encode_request",
+    "holds_call",
     "interpret_reply",
     "make_cookie",
     "match_reply",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +19,8 @@ from .commands import (
     Query,
     Statistics,
 )
-from .errors import NgBadReply
-from .reply import NgReply, interpret_reply
+from .errors import NgBadReply, NgError, NgTimeout
+from .reply import NgReply, holds_call, interpret_reply
 from .transport import UdpTransport
 
 
@@ -61,10 +62,34 @@ class RtpengineClient:
         from_tag: str,
         options: MediaOptions | None = None,
         via_branch: str | None = None,
+        existing: bool = False,
     ) -> SdpResult:
+        """``existing``: a re-offer in a dialog, which goes to the instance that has the call.
+
+        An offer creates a call wherever it lands, so a re-offer sent to an instance that
+        lost the call (it died and came back, while its partner restored the call from
+        Redis) would split the call in two.  With several instances live, a query first
+        finds the one that has it: one round trip more per re-INVITE or UPDATE with SDP.
+        When none has it, the offer anchors the call afresh, like an initial one.
+        """
         offer = Offer(sdp, call_id, from_tag, options or MediaOptions(), via_branch)
-        reply = self.request(offer)
+        reply = None
+        holder = self._holder(call_id) if existing else None
+        if holder is not None:
+            with contextlib.suppress(NgTimeout):  # it died since the query: anchor afresh
+                reply = self.request(offer, holder)
+        if reply is None:
+            reply = self.request(offer)
         return SdpResult(reply.get_str("sdp"), reply)
+
+    def _holder(self, call_id: str) -> Address | None:
+        """The live instance that has the call, when there is a choice to make."""
+        if len(self.transport.candidates(call_id)) < 2:
+            return None
+        try:
+            return self.query(call_id).instance
+        except NgError:
+            return None
 
     def answer(
         self,
@@ -111,11 +136,16 @@ class RtpengineClient:
         return stats
 
     def request(self, command: NgCommand, instance: Address | None = None) -> NgReply:
-        """Send any typed command; the escape hatch the helpers above are built on."""
+        """Send any typed command; the escape hatch the helpers above are built on.
+
+        Commands about an existing call (answer, delete, query) go on to the next live
+        instance when one answers that it does not have the call.
+        """
         cookie = make_cookie()
         datagram = encode_request(cookie, command.to_ng())
+        holds = holds_call if command.existing_call else None
         address, data = self.transport.exchange(
-            command.name, cookie, datagram, command.call_id, instance
+            command.name, cookie, datagram, command.call_id, instance, holds
         )
         return interpret_reply(command.name, data, address)
 

@@ -1,7 +1,9 @@
 """Typed ng commands, so call sites never assemble raw ng dicts with hand-typed keys.
 
-Each command knows its ng dict (``to_ng``) and the Call-ID used to pick an instance
-(``call_id``; None for commands about an instance rather than a call).
+Each command knows its ng dict (``to_ng``), the Call-ID used to pick an instance
+(``call_id``; None for commands about an instance rather than a call), and whether it is
+about a call the instance must already have (``existing_call``: those follow the call to
+the instance that has it, see ``UdpTransport.exchange``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class MediaOptions:
 class Ping:
     name: ClassVar[str] = "ping"
     call_id: ClassVar[None] = None
+    existing_call: ClassVar[bool] = False
 
     def to_ng(self) -> dict[str, Encodable]:
         return {"command": self.name}
@@ -75,6 +78,7 @@ class Ping:
 @dataclass(frozen=True, slots=True)
 class Offer:
     name: ClassVar[str] = "offer"
+    existing_call: ClassVar[bool] = False
     sdp: str
     call_id: str
     from_tag: str
@@ -99,6 +103,7 @@ class Offer:
 @dataclass(frozen=True, slots=True)
 class Answer:
     name: ClassVar[str] = "answer"
+    existing_call: ClassVar[bool] = True
     sdp: str
     call_id: str
     from_tag: str
@@ -128,6 +133,7 @@ class Delete:
     """
 
     name: ClassVar[str] = "delete"
+    existing_call: ClassVar[bool] = True
     call_id: str
     from_tag: str | None = None
     to_tag: str | None = None
@@ -147,6 +153,7 @@ class Delete:
 @dataclass(frozen=True, slots=True)
 class Query:
     name: ClassVar[str] = "query"
+    existing_call: ClassVar[bool] = True
     call_id: str
     from_tag: str | None = None
 
@@ -158,6 +165,7 @@ class Query:
 class ListCalls:
     name: ClassVar[str] = "list"
     call_id: ClassVar[None] = None
+    existing_call: ClassVar[bool] = False
     limit: int | None = None  # None: rtpengine applies its own default limit
 
     def to_ng(self) -> dict[str, Encodable]:
@@ -171,6 +179,7 @@ class ListCalls:
 class Statistics:
     name: ClassVar[str] = "statistics"
     call_id: ClassVar[None] = None
+    existing_call: ClassVar[bool] = False
 
     def to_ng(self) -> dict[str, Encodable]:
         return {"command": self.name}

@@ -12,6 +12,10 @@ from .errors import NgBadReply, NgErrorReply
 logger = logging.getLogger(__name__)
 
 _SUCCESS = frozenset({"ok", "pong"})
+# What rtpengine 10.5 says about a Call-ID it does not have: an error for answer and
+# query, a warning on an "ok" for delete (unless the "fatal" flag is given).
+_UNKNOWN_CALL = "Unknown call-id"
+_DELETE_NOT_FOUND = "Call-ID not found"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +52,11 @@ def interpret_reply(command: str, data: NgDict, instance: Address) -> NgReply:
     if warning:
         logger.warning("rtpengine %s warned on %r: %s", format_address(instance), command, warning)
     return NgReply(command, instance, result, warning or None, data)
+
+
+def holds_call(data: NgDict) -> bool:
+    """False when a reply says the answering instance does not have the call."""
+    if data.get("result") == "error" and data.get("error-reason") == _UNKNOWN_CALL:
+        return False
+    warning = data.get("warning")
+    return not (isinstance(warning, str) and warning.startswith(_DELETE_NOT_FOUND))

@@ -81,11 +81,18 @@ class UdpTransport:
         datagram: bytes,
         key: str | None,
         instance: Address | None = None,
+        holds: Callable[[NgDict], bool] | None = None,
     ) -> tuple[Address, NgDict]:
         """Send ``datagram`` and return (answering instance, decoded reply).
 
         With ``instance`` only that one is tried, even if marked dead: an explicit request
         (e.g. a health-check ping) is how an operator checks whether it is back.
+
+        ``holds`` is for commands about a call that already exists: it tells from a reply
+        whether the instance has the call.  One that answers without it is passed over for
+        the next live instance, because a call can live elsewhere than its first choice: a
+        partner restored it from Redis when that one died, and it came back empty.  When no
+        instance has the call, the first reply is returned (the caller reports it).
         """
         if instance is not None:
             targets = [check_address(instance)]
@@ -93,11 +100,15 @@ class UdpTransport:
             targets = self.candidates(key)
             if not targets:
                 raise NgUnavailable(command, self.instances)
+        passed_over: tuple[Address, NgDict] | None = None
         for address in targets:
             reply = self._exchange_one(address, cookie, datagram)
             if reply is not None:
                 self._dead_until.pop(address, None)
-                return address, reply
+                if holds is None or holds(reply):
+                    return address, reply
+                passed_over = passed_over or (address, reply)
+                continue
             self._dead_until[address] = self._clock() + self.dead_retry_interval
             # A fresh socket on the next try carries no pending ICMP error or late replies.
             sock = self._sockets.pop(address, None)
@@ -109,6 +120,8 @@ class UdpTransport:
                 command,
                 self.dead_retry_interval,
             )
+        if passed_over is not None:
+            return passed_over
         raise NgTimeout(command, targets)
 
     def close(self) -> None:

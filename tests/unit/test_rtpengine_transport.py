@@ -260,3 +260,99 @@ def test_instances_must_be_ip_literals() -> None:
         RtpengineClient([("localhost", 2223)])
     with pytest.raises(ValueError):
         RtpengineClient([])
+
+
+# --- a call that lives elsewhere than its first choice ---------------------------------
+# Its first choice died and came back empty while its partner restored the call from
+# Redis: commands about the call must reach the partner, not the empty first choice.
+
+UNKNOWN = {"result": "error", "error-reason": "Unknown call-id"}
+NOT_FOUND = {"result": "ok", "warning": "Call-ID not found or tags didn't match"}
+
+
+def command_of(body: bytes) -> str:
+    for name in ("offer", "answer", "delete", "query"):
+        if f"7:command{len(name)}:{name}".encode() in body:
+            return name
+    return "other"
+
+
+def without_the_call(_n: int, cookie: bytes, body: bytes) -> list[bytes]:
+    """An instance that does not have the call; it creates one for any offer."""
+    fields = {"delete": NOT_FOUND, "offer": {"result": "ok", "sdp": "empty"}}
+    return [reply(cookie, **fields.get(command_of(body), UNKNOWN))]
+
+
+def with_the_call(_n: int, cookie: bytes, _body: bytes) -> list[bytes]:
+    return [reply(cookie, result="ok", sdp="holder")]
+
+
+def first_choice_elsewhere(empty: FakeRtpengine, holder: FakeRtpengine) -> str:
+    """A Call-ID whose first choice is ``empty``."""
+    instances = [empty.address, holder.address]
+    return next(
+        f"call-{i}"
+        for i in range(1000)
+        if rendezvous_order(f"call-{i}", instances)[0] == empty.address
+    )
+
+
+def test_commands_about_a_call_follow_it_to_the_instance_that_has_it(
+    fake_server: Callable[[Script], FakeRtpengine],
+) -> None:
+    empty, holder = fake_server(without_the_call), fake_server(with_the_call)
+    client = RtpengineClient([empty.address, holder.address], timeout=0.5)
+    call_id = first_choice_elsewhere(empty, holder)
+    assert client.answer("v=0", call_id, "ft", "tt").reply.instance == holder.address
+    assert client.query(call_id).instance == holder.address
+    deleted = client.delete(call_id, delete_delay=0)
+    assert (deleted.instance, deleted.warning) == (holder.address, None)
+    # Each was asked first: it answered, so it is not dead, only without the call.
+    assert [command_of(body) for _, body in empty.received] == ["answer", "query", "delete"]
+    assert not client.transport.is_dead(empty.address)
+
+
+def test_a_call_no_instance_has_gets_its_first_choices_answer(
+    fake_server: Callable[[Script], FakeRtpengine],
+) -> None:
+    first, second = fake_server(without_the_call), fake_server(without_the_call)
+    client = RtpengineClient([first.address, second.address], timeout=0.5)
+    call_id = first_choice_elsewhere(first, second)
+    with pytest.raises(NgErrorReply) as info:
+        client.answer("v=0", call_id, "ft", "tt")
+    assert (info.value.instance, info.value.reason) == (first.address, "Unknown call-id")
+    deleted = client.delete(call_id)
+    assert deleted.instance == first.address
+    assert deleted.warning is not None and deleted.warning.startswith("Call-ID not found")
+
+
+def test_a_re_offer_goes_to_the_instance_that_has_the_call(
+    fake_server: Callable[[Script], FakeRtpengine],
+) -> None:
+    empty, holder = fake_server(without_the_call), fake_server(with_the_call)
+    client = RtpengineClient([empty.address, holder.address], timeout=0.5)
+    call_id = first_choice_elsewhere(empty, holder)
+    assert client.offer("v=0", call_id, "ft", existing=True).sdp == "holder"
+    # The empty instance was only asked whether it has the call: it created nothing.
+    assert [command_of(body) for _, body in empty.received] == ["query"]
+    # An initial offer goes to the first choice, as always.
+    assert client.offer("v=0", call_id, "ft").sdp == "empty"
+
+
+def test_a_re_offer_nobody_has_is_anchored_afresh_on_the_first_choice(
+    fake_server: Callable[[Script], FakeRtpengine],
+) -> None:
+    first, second = fake_server(without_the_call), fake_server(without_the_call)
+    client = RtpengineClient([first.address, second.address], timeout=0.5)
+    call_id = first_choice_elsewhere(first, second)
+    result = client.offer("v=0", call_id, "ft", existing=True)
+    assert (result.sdp, result.reply.instance) == ("empty", first.address)
+
+
+def test_a_re_offer_with_one_instance_costs_no_query(
+    fake_server: Callable[[Script], FakeRtpengine],
+) -> None:
+    only = fake_server(with_the_call)
+    client = RtpengineClient([only.address], timeout=0.5)
+    assert client.offer("v=0", "cid", "ft", existing=True).sdp == "holder"
+    assert [command_of(body) for _, body in only.received] == ["offer"]

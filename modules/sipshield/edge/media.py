@@ -218,8 +218,14 @@ class MediaAnchor:
                 plan = plan_offer(facts, sender, receiver)
                 if plan.options is None:
                     return RequestOutcome()
+                # A re-offer goes to the rtpengine that has the call (see offer()).
                 result = self._client().offer(
-                    sdp, leg.key, msg.from_tag, plan.options, request_branch(msg)
+                    sdp,
+                    leg.key,
+                    msg.from_tag,
+                    plan.options,
+                    request_branch(msg),
+                    existing=msg.in_dialog,
                 )
             elif msg.method in ANSWER_METHODS:
                 # A late offer: the SDP in the 2xx was the offer, this is its answer.
@@ -340,7 +346,9 @@ class MediaAnchor:
                 plan = plan_offer(SdpFacts.parse(sdp), answerer, receiver)
                 if plan.options is None:
                     return
-                result = self._client().offer(sdp, leg.key, to_tag, plan.options, branch)
+                result = self._client().offer(
+                    sdp, leg.key, to_tag, plan.options, branch, existing=not armed.initial
+                )
         except NgError as exc:
             self._report_reply(f"media not anchored in {status} reply: {exc}")
             return
