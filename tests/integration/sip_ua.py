@@ -300,16 +300,22 @@ class UserAgent:
         return request, reply
 
     def call(
-        self, callee: str, offer: str, timeout: float = 10.0, cancel_on_ringing: bool = False
+        self,
+        callee: str,
+        offer: str,
+        timeout: float = 10.0,
+        cancel_on_ringing: bool = False,
+        call_id: str | None = None,
     ) -> Call:
         """INVITE ``callee`` (answering the PBX's 407); returns with the final response.
 
         ``cancel_on_ringing`` CANCELs the INVITE at its first 18x; the final
-        response is then the INVITE's (487 when the CANCEL won).
+        response is then the INVITE's (487 when the CANCEL won).  ``call_id``
+        chooses the Call-ID (e.g. one that lands on a given rtpengine).
         """
         ruri = f"sip:{callee}@{self.lab.domain}"
         to = f"<{ruri}>"
-        call = Call(self, secrets.token_hex(10), ruri)
+        call = Call(self, call_id or secrets.token_hex(10), ruri)
         invite = self.request("INVITE", ruri, to, call.call_id, offer)
         self.send(invite)
         reply = self.response(timeout)
@@ -387,18 +393,30 @@ class Call:
     invite: SipMessage | None = None
     reply: SipMessage | None = None
 
-    def _in_dialog(self, method: str, cseq: int) -> SipMessage:
+    def _in_dialog(self, method: str, cseq: int, body: str = "") -> SipMessage:
         assert self.reply is not None
         routes = list(reversed(self.reply.all("Record-Route")))
         contact = re.search(r"<([^>]+)>", self.reply.header("Contact")).group(1)  # type: ignore[union-attr]
         extra = [("Route", ", ".join(routes))] if routes else []
         return self.ua.request(
-            method, contact, self.reply.header("To"), self.call_id, extra=extra, cseq=cseq
+            method, contact, self.reply.header("To"), self.call_id, body, extra=extra, cseq=cseq
         )
 
-    def ack(self) -> None:
+    def ack(self, cseq: int | None = None) -> None:
         assert self.invite is not None
-        self.ua.send(self._in_dialog("ACK", int(self.invite.header("CSeq").split()[0])))
+        self.ua.send(self._in_dialog("ACK", cseq or int(self.invite.header("CSeq").split()[0])))
+
+    def reinvite(self, offer: str, timeout: float = 10.0) -> SipMessage:
+        """A re-INVITE with ``offer`` in the dialog; its final response, ACKed when 2xx."""
+        self.ua.cseq += 10
+        cseq = self.ua.cseq
+        self.ua.send(self._in_dialog("INVITE", cseq, offer))
+        reply = self.ua.response(timeout)
+        while not reply.status >= 200:  # an 18x with SDP: wait for the final response
+            reply = self.ua.response(timeout)
+        if reply.status < 300:
+            self.ack(cseq)
+        return reply
 
     def bye(self) -> int:
         self.ua.send(self._in_dialog("BYE", self.ua.cseq + 10))

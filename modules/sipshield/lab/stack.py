@@ -4,7 +4,9 @@
 (policy, TLS certificates, configuration, logs, ``lab.json``), starts the four
 services and returns once each one answers.  ``down`` stops every process
 ``lab.json`` lists and waits until they are gone.  Two labs in two directories
-run side by side.
+run side by side.  With ``rtpengine_redundancy`` the two rtpengines keep their
+calls in a Redis of their own, and a watcher hands a dead one's calls to the
+other (docs/media-redundancy.md).
 """
 
 from __future__ import annotations
@@ -211,6 +213,9 @@ HOST = "127.0.0.1"  # where every service but the SBC's SIP listeners binds
 REPLICA = "redis-replica"
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 SENTINEL_SERVICE = "sipshield"
+# `lab up --rtpengine-redundancy`: the rtpengines' Redis and the takeover watcher.
+RTPENGINE_REDIS = "rtpengine-redis"
+MEDIA_TAKEOVER = "media-takeover"
 
 
 @dataclass
@@ -226,6 +231,7 @@ class _Plan:
     port_blocks: dict[str, tuple[int, int]]
     tls: LabCertificates
     users: list[dict[str, str]]
+    redundancy: bool = False
 
     @property
     def policy_file(self) -> Path:
@@ -243,6 +249,7 @@ def up(
     nat_keepalive_interval: int = 30,
     redis_sentinel: bool = False,
     sipdump: bool = False,
+    rtpengine_redundancy: bool = False,
 ) -> Lab:
     """Start the lab; ``sbc_config`` replaces sipshield's kamailio.cfg (benchmark references).
 
@@ -254,17 +261,31 @@ def up(
     Redis (service "sipshield"), and points the policy at the sentinels.
     ``sipdump`` has the SBC write every message it receives or sends, with its
     source, to text files in the lab's ``sipdump`` folder (before any parsing).
+    ``rtpengine_redundancy`` (a policy with two ng addresses) gives the pair of
+    rtpengines a Redis for their calls and starts the watcher that hands a
+    dead one's calls to the other.
     """
     directory = _claim(directory)
     _require_tools()
-    plan = _plan(load_policy(policy_path), policy_path, directory, sip_address, redis_sentinel)
+    plan = _plan(
+        load_policy(policy_path),
+        policy_path,
+        directory,
+        sip_address,
+        redis_sentinel,
+        rtpengine_redundancy,
+    )
     _write_configuration(plan)
     lab = _describe(plan)
     try:
         _start_redis(lab, plan)
         if redis_sentinel:
             _start_redis_sentinels(lab, plan)
+        if plan.redundancy:
+            _start_rtpengine_redis(lab, plan)
         _start_rtpengines(lab, plan)
+        if plan.redundancy:
+            _start_media_takeover(lab, plan)
         _start_pbx(lab, plan)
         _start_sbc(lab, plan, sbc_config, nat_keepalive_interval, sipdump)
     except BaseException:
@@ -295,11 +316,21 @@ def _require_tools() -> None:
 
 
 def _plan(
-    policy: Policy, source: Path, directory: Path, sip_address: str, redis_sentinel: bool = False
+    policy: Policy,
+    source: Path,
+    directory: Path,
+    sip_address: str,
+    redis_sentinel: bool = False,
+    redundancy: bool = False,
 ) -> _Plan:
     engines = [_ng_name(i) for i in range(rtpengine_count(policy))]
+    if redundancy and (policy.media is None or len(engines) != 2):
+        raise LabError(
+            "--rtpengine-redundancy needs a policy whose media.rtpengine.ng names two addresses"
+        )
     redis_group = (REPLICA, *SENTINELS) if redis_sentinel else ()
-    ports = {name: free_port() for name in ("pbx", "redis", *redis_group, *engines)}
+    media_group = (RTPENGINE_REDIS, *(_cli_name(e) for e in engines)) if redundancy else ()
+    ports = {name: free_port() for name in ("pbx", "redis", *redis_group, *engines, *media_group)}
     ports |= {name: free_port(sip_address) for name in ("sip", "tls")}
     names = ["localhost", DOMAIN, "127.0.0.1"]
     tls = make_lab_certificates(
@@ -318,6 +349,7 @@ def _plan(
             {"username": name, "password": secrets.token_hex(6)}
             for name in LAB_USERS + LAB_NUMBERED_USERS
         ],
+        redundancy=redundancy,
     )
 
 
@@ -337,7 +369,7 @@ def _write_configuration(plan: _Plan) -> None:
     )
     for name in ("run-sbc", "run-pbx", "redis"):
         (directory / name).mkdir(exist_ok=True)
-    for name in (REPLICA, *SENTINELS):
+    for name in (REPLICA, *SENTINELS, RTPENGINE_REDIS):
         if name in plan.ports:
             (directory / name).mkdir(exist_ok=True)
     _write_pbx_database(directory / "pbx-db")
@@ -371,10 +403,7 @@ def _describe(plan: _Plan) -> Lab:
         "rtpengine_ng": f"{HOST}:{ports['rtpengine']}",
         "rtp_ports": list(plan.port_blocks["rtpengine"]),
         # Every rtpengine, first one included (more when the policy names more).
-        "rtpengines": [
-            {"name": name, "ng": f"{HOST}:{ports[name]}", "rtp_ports": list(plan.port_blocks[name])}
-            for name in plan.engines
-        ],
+        "rtpengines": [_engine_entry(plan, index) for index in range(len(plan.engines))],
         "pbx": {"udp": f"{HOST}:{ports['pbx']}"},
         "domain": DOMAIN,
         "users": plan.users,
@@ -387,14 +416,46 @@ def _describe(plan: _Plan) -> Lab:
         },
         "logs": {
             name: str(plan.log(name))
-            for name in ("redis", *_redis_group(plan), *plan.engines, "pbx", "sbc")
+            for name in ("redis", *_redis_group(plan), *_media_group(plan), "pbx", "sbc")
         },
         "pids": {},
         # How each service was started, so a test or an operator can restart one.
         "commands": {},
     }
+    if plan.redundancy:
+        lab.info["rtpengine_redis"] = f"redis://{HOST}:{ports[RTPENGINE_REDIS]}"
     lab.save()
     return lab
+
+
+def _engine_entry(plan: _Plan, index: int) -> dict[str, Any]:
+    """lab.json's entry for the n-th rtpengine; with redundancy, what the watcher needs."""
+    name = plan.engines[index]
+    entry: dict[str, Any] = {
+        "name": name,
+        "ng": f"{HOST}:{plan.ports[name]}",
+        "rtp_ports": list(plan.port_blocks[name]),
+    }
+    if plan.redundancy:
+        db, inbox = _redis_databases(index)
+        entry |= {"cli": f"{HOST}:{plan.ports[_cli_name(name)]}", "db": db, "inbox": inbox}
+    return entry
+
+
+def _media_group(plan: _Plan) -> list[str]:
+    """The media services in start order: the rtpengines, with their Redis and watcher."""
+    if not plan.redundancy:
+        return list(plan.engines)
+    return [RTPENGINE_REDIS, *plan.engines, MEDIA_TAKEOVER]
+
+
+def _cli_name(engine: str) -> str:
+    return f"{engine}-cli"
+
+
+def _redis_databases(index: int) -> tuple[int, int]:
+    """The n-th rtpengine's database (--redis) and inbox (--subscribe-keyspace)."""
+    return 2 * index + 1, 2 * index + 2
 
 
 def _start(
@@ -473,27 +534,76 @@ def _start_redis_sentinels(lab: Lab, plan: _Plan) -> None:
 
 
 def _start_rtpengines(lab: Lab, plan: _Plan) -> None:
-    for name in plan.engines:
+    for index, name in enumerate(plan.engines):
         rtp_min, rtp_max = plan.port_blocks[name]
         address = (HOST, plan.ports[name])
-        proc = _start(
-            lab,
-            name,
-            [
-                "rtpengine",
-                "--config-file=none",
-                "--table=-1",
-                f"--interface={HOST}",
-                f"--listen-ng={HOST}:{plan.ports[name]}",
-                f"--port-min={rtp_min}",
-                f"--port-max={rtp_max}",
-                "--foreground",
-                "--log-stderr",
-                "--log-level=6",
-                f"--pidfile={plan.directory / (name + '.pid')}",
-            ],
-        )
+        argv = [
+            "rtpengine",
+            "--config-file=none",
+            "--table=-1",
+            f"--interface={HOST}",
+            f"--listen-ng={HOST}:{plan.ports[name]}",
+            f"--port-min={rtp_min}",
+            f"--port-max={rtp_max}",
+            "--foreground",
+            "--log-stderr",
+            "--log-level=6",
+            f"--pidfile={plan.directory / (name + '.pid')}",
+        ]
+        if plan.redundancy:
+            argv += _redundancy_options(plan, index)
+        proc = _start(lab, name, argv)
         _wait(name, lambda a=address: _pong(a), plan.log(name), proc)
+
+
+def _redundancy_options(plan: _Plan, index: int) -> list[str]:
+    """What makes the n-th rtpengine one of a pair (docs/media-redundancy.md).
+
+    Its calls go to its own database and calls handed to it arrive in its inbox
+    (the watcher moves them there); the partner's database is never subscribed
+    to, since a live copy on the same address would take the media.  Redis
+    commands get a deadline: rtpengine writes a call on every offer and answer,
+    and a Redis that hangs must not hang the signalling.
+    """
+    name = plan.engines[index]
+    db, inbox = _redis_databases(index)
+    redis_address = f"{HOST}:{plan.ports[RTPENGINE_REDIS]}"
+    return [
+        f"--redis={redis_address}/{db}",
+        f"--subscribe-keyspace={inbox}",
+        f"--listen-cli={HOST}:{plan.ports[_cli_name(name)]}",
+        "--redis-cmd-timeout=500",
+    ]
+
+
+def _start_rtpengine_redis(lab: Lab, plan: _Plan) -> None:
+    """The Redis where the pair keeps its calls, apart from sipshield's own.
+
+    rtpengine restores a handed-over call from the keyspace event of its SET,
+    which Redis publishes only when told to (``notify-keyspace-events``).
+    """
+    port = plan.ports[RTPENGINE_REDIS]
+    argv = ["redis-server", "--bind", HOST, "--port", str(port)]
+    argv += ["--dir", str(plan.directory / RTPENGINE_REDIS), "--appendonly", "yes", "--save", ""]
+    argv += ["--notify-keyspace-events", "K$", "--protected-mode", "yes", "--daemonize", "no"]
+    proc = _start(lab, RTPENGINE_REDIS, argv)
+    ping = redis.Redis(host=HOST, port=port, socket_timeout=0.5).ping
+    _wait(RTPENGINE_REDIS, ping, plan.log(RTPENGINE_REDIS), proc)
+
+
+# How often the lab's watcher pings each rtpengine; three misses in a row make it dead.
+TAKEOVER_INTERVAL_S = "0.1"
+
+
+def _start_media_takeover(lab: Lab, plan: _Plan) -> None:
+    argv = [sys.executable, "-m", "sipshield.ops.cli", "media-takeover"]
+    argv += ["--redis", lab.info["rtpengine_redis"], "--interval", TAKEOVER_INTERVAL_S]
+    for engine in lab.info["rtpengines"]:
+        fields = {key: engine[key] for key in ("name", "ng", "cli", "db", "inbox")}
+        argv += ["--engine", ",".join(f"{key}={value}" for key, value in fields.items())]
+    proc = _start(lab, MEDIA_TAKEOVER, argv)
+    log = plan.log(MEDIA_TAKEOVER)
+    _wait(MEDIA_TAKEOVER, lambda: "watching" in log.read_text(errors="replace"), log, proc)
 
 
 def _start_pbx(lab: Lab, plan: _Plan) -> None:

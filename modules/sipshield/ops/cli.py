@@ -1,10 +1,11 @@
 """The ``sipshield`` command.
 
 sipshield policy check FILE
-sipshield lab up --policy FILE --dir DIR [--detach]
+sipshield lab up --policy FILE --dir DIR [--detach] [--rtpengine-redundancy]
 sipshield lab down --dir DIR
 sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
 sipshield nft-sync (--lab DIR | --redis URL) [--prefix P] [--table NAME]
+sipshield media-takeover (--lab DIR | --redis URL --engine SPEC --engine SPEC)
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def _print_lab(info: dict) -> None:
         print(f"  SBC SIP {transport:<4}     {address}")
     print(f"  PBX (inside)     udp {info['pbx']['udp']}  (reachable only through the SBC)")
     print(f"  Redis            {info['redis']}")
-    print(f"  rtpengine ng     {info['rtpengine_ng']}")
+    print(f"  rtpengine ng     {', '.join(e['ng'] for e in info['rtpengines'])}")
+    if "rtpengine_redis" in info:
+        print(f"  rtpengine calls  {info['rtpengine_redis']} (a dead one's go to the other)")
     print(f"  domain           {info['domain']}")
     named = [u for u in info["users"] if not u["username"][1:].isdigit()]
     crowd = len(info["users"]) - len(named)
@@ -122,8 +125,9 @@ def _lab(args: argparse.Namespace) -> int:
             sbc_config,
             args.sip_address,
             args.nat_keepalive_interval,
-            args.redis_sentinel,
-            args.sipdump,
+            redis_sentinel=args.redis_sentinel,
+            sipdump=args.sipdump,
+            rtpengine_redundancy=args.rtpengine_redundancy,
         )
     except PolicyError as exc:
         return _report(exc)
@@ -267,6 +271,46 @@ def _nft_sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _media_takeover(args: argparse.Namespace) -> int:
+    import logging
+    import threading
+
+    from sipshield.ops.media_takeover import MediaTakeover, TakeoverError, engine_of, parse_engine
+
+    try:
+        if args.lab:
+            info = json.loads((Path(args.lab) / "lab.json").read_text())
+            url, engines = info["rtpengine_redis"], [engine_of(e) for e in info["rtpengines"]]
+        elif args.redis:
+            url, engines = args.redis, [parse_engine(spec) for spec in args.engine]
+        else:
+            raise TakeoverError("give --lab DIR, or --redis URL and --engine twice")
+        watcher = MediaTakeover(url, engines, args.interval, args.misses, args.restore_timeout)
+    except (TakeoverError, OSError, KeyError, ValueError) as exc:
+        print(f"sipshield media-takeover: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s media-takeover %(levelname)s %(message)s",
+        force=True,
+    )
+    # The watcher reports a death once; the ng transport would warn at every missed ping.
+    logging.getLogger("sipshield.rtpengine").setLevel(logging.ERROR)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        watcher.run(stop)
+    except TakeoverError as exc:
+        print(f"sipshield media-takeover: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipshield", description="SIP security controller")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -305,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sipdump",
         action="store_true",
         help="the SBC writes every SIP message it receives or sends to LAB/sipdump",
+    )
+    lab_up.add_argument(
+        "--rtpengine-redundancy",
+        action="store_true",
+        help="the policy's two rtpengines keep their calls in Redis; when one dies, the other "
+        "takes its calls over, media ports included",
     )
     lab_up.add_argument(
         "--nat-keepalive-interval",
@@ -355,6 +405,35 @@ def build_parser() -> argparse.ArgumentParser:
     nft.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
     nft.add_argument("--table", default="sipshield", help="nftables table (family inet)")
     nft.set_defaults(run=_nft_sync)
+
+    takeover = commands.add_parser(
+        "media-takeover",
+        help="hand a dead rtpengine's calls to its partner (docs/media-redundancy.md)",
+    )
+    takeover_source = takeover.add_mutually_exclusive_group()
+    takeover_source.add_argument("--lab", help="lab directory (lab up --rtpengine-redundancy)")
+    takeover_source.add_argument("--redis", help="the Redis URL the rtpengines' --redis name")
+    takeover.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="name=N,ng=IP:PORT,cli=IP:PORT,db=DB,inbox=DB (its --listen-ng, --listen-cli, "
+        "--redis database and --subscribe-keyspace); give the pair",
+    )
+    takeover.add_argument(
+        "--interval", type=float, default=0.2, help="seconds between pings (default 0.2)"
+    )
+    takeover.add_argument(
+        "--misses", type=int, default=3, help="pings unanswered in a row that make it dead"
+    )
+    takeover.add_argument(
+        "--restore-timeout",
+        type=float,
+        default=5.0,
+        help="seconds the partner gets to restore the calls (default 5)",
+    )
+    takeover.set_defaults(run=_media_takeover)
     return parser
 
 
