@@ -57,8 +57,9 @@ FIRST_ATTACKER, SECOND_ATTACKER = "127.0.0.91", "127.0.0.92"
 PREFIX = "sipshield"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    """A lab of its own per test: each one leaves the group with a master down."""
     directory = tmp_path_factory.mktemp("failover-lab")
     (directory / "policy.yaml").write_text(POLICY)
     running = lab_up(directory / "policy.yaml", directory / "lab", None, "--redis-sentinel")
@@ -184,3 +185,33 @@ def _try(function, *args):  # type: ignore[no-untyped-def]
 
 def _streamed(client: redis.Redis, call_id: str) -> bool:
     return call_id in str(client.xrange(f"{PREFIX}:events"))
+
+
+def test_a_demoted_master_makes_the_sbc_follow_the_new_one(lab: RunningLab) -> None:
+    # A graceful failover (SENTINEL FAILOVER) leaves the old master running,
+    # as a replica: the workers' connections to it must not stay there.  Redis
+    # 7 pauses writes on it during the switch, so the workers see timeouts
+    # (and, on a write that reaches it after, READONLY, which redis-py turns
+    # into a reconnect); either way they ask the sentinels again.
+    before = master_port(lab)
+    host, _, port = lab.info["redis_sentinels"][0].rpartition(":")
+    redis.Redis(host=host, port=int(port), socket_timeout=2).sentinel_failover("sipshield")
+    deadline = time.monotonic() + 30
+    while (after := _try(master_port, lab)) in (None, before):
+        assert time.monotonic() < deadline, "the sentinels never switched masters"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while redis_at(before).info("replication")["role"] != "slave":
+        assert time.monotonic() < deadline, "the old master was never demoted"
+        time.sleep(0.2)
+    attacker = "127.0.0.93"
+    flood_until_banned(lab, attacker)
+    key = f"{PREFIX}:ban:ip:{attacker}"
+    deadline = time.monotonic() + 20
+    while not redis_at(after).exists(key):
+        assert time.monotonic() < deadline, "the ban never reached the new master"
+        lab.options()
+        time.sleep(0.05)
+    # The workers noticed the change as an outage and recovered from it.
+    assert "redis unreachable" in lab.log("sbc")
+    assert "redis reachable again" in lab.log("sbc")
