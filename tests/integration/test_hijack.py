@@ -302,12 +302,12 @@ def test_forged_cancel_is_rejected_and_the_call_completes(guarded: RunningLab):
 def test_the_callers_own_cancel_passes_cancel_guard(guarded: RunningLab):
     # The legitimate counterpart of the forged CANCEL: the caller hangs up
     # while the callee rings; the CANCEL comes from the INVITE's own source.
-    caller = UserAgent(guarded, "u1045", ip="127.0.0.45")
-    callee = UserAgent(guarded, "u1046", ip="127.0.0.46")
+    caller = UserAgent(guarded, "u1031", ip="127.0.0.45")
+    callee = UserAgent(guarded, "u1032", ip="127.0.0.46")
     try:
         assert callee.register() == 200
         ringing = callee.answer_in_background(sdp(40010, ip=callee.ip), status=180)
-        call = caller.call("u1046", sdp(40012, ip=caller.ip), cancel_on_ringing=True)
+        call = caller.call("u1032", sdp(40012, ip=caller.ip), cancel_on_ringing=True)
         assert call.reply is not None and call.reply.status == 487, call.reply
         ringing.done.wait(10)
         assert ringing.cancelled, "the callee never got the CANCEL"

@@ -189,10 +189,10 @@ def _streamed(client: redis.Redis, call_id: str) -> bool:
 
 def test_a_demoted_master_makes_the_sbc_follow_the_new_one(lab: RunningLab) -> None:
     # A graceful failover (SENTINEL FAILOVER) leaves the old master running,
-    # as a replica: the workers' connections to it must not stay there.  Redis
-    # 7 pauses writes on it during the switch, so the workers see timeouts
-    # (and, on a write that reaches it after, READONLY, which redis-py turns
-    # into a reconnect); either way they ask the sentinels again.
+    # as a replica: the workers' connections to it must not stay there.  What
+    # they meet depends on timing (a write paused by the switch and timed out,
+    # a dropped connection, or READONLY, which redis-py turns into a
+    # reconnect); each way they ask the sentinels again.
     before = master_port(lab)
     host, _, port = lab.info["redis_sentinels"][0].rpartition(":")
     redis.Redis(host=host, port=int(port), socket_timeout=2).sentinel_failover("sipshield")
@@ -212,6 +212,3 @@ def test_a_demoted_master_makes_the_sbc_follow_the_new_one(lab: RunningLab) -> N
         assert time.monotonic() < deadline, "the ban never reached the new master"
         lab.options()
         time.sleep(0.05)
-    # The workers noticed the change as an outage and recovered from it.
-    assert "redis unreachable" in lab.log("sbc")
-    assert "redis reachable again" in lab.log("sbc")

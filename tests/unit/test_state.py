@@ -90,3 +90,12 @@ def test_sentinels_name_the_master_and_the_url_keeps_user_password_db_and_tls():
 def test_a_sentinel_must_be_host_and_port(bad):
     with pytest.raises(ValueError, match="sentinel is host:port"):
         RedisSettings(sentinels=(bad,))
+
+
+def test_options_in_a_sentinel_url_do_not_clash_with_sipshields():
+    # Found by review: ?socket_timeout= in the URL raised a TypeError at first use.
+    from sipshield.core.redis_connection import connect
+
+    settings = RedisSettings(url="redis://u:p@x/0?socket_timeout=0.5", sentinels=("127.0.0.1:1",))
+    client = connect(settings, 0.1)
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 0.1

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from sipshield.core.state import StateUnavailable
@@ -79,6 +80,8 @@ WAIT_TIMEOUT_MS = 200
 # Bans one worker holds through an outage at most (a flood of new sources
 # must not grow it without bound; the oldest are kept).
 MAX_HELD_BANS = 10000
+# Held bans one resync writes (the request that triggers it waits for them).
+HELD_BANS_PER_RESYNC = 50
 
 
 def scope_key(ip: str, user: str = "") -> str:
@@ -143,8 +146,8 @@ class BanStore:
         self._next_resync = 0.0
         self._pubsub: Any = None
         # Bans decided while Redis was unreachable, to write when it is back:
-        # (ip, reason, module, user, ttl_s), oldest first.
-        self._held: list[tuple[str, str, str, str, int | None]] = []
+        # (ip, reason, module, user, expires), oldest first.
+        self._held: list[tuple[str, str, str, str, float]] = []
 
     def reset(self) -> None:
         """After a fork: resubscribe and reload in this process, on first use."""
@@ -179,9 +182,18 @@ class BanStore:
         except StateUnavailable:
             ttl = ttl_s or escalated_ttl(self.settings, 1)
             record = BanRecord(scope, reason, module, now, now + ttl, stored=False)
-            if len(self._held) < MAX_HELD_BANS:
-                self._held.append((ip, reason, module, user, ttl_s))
-            log.warning("redis unavailable: ban of %s held in this worker until it is back", scope)
+            if scope in {scope_key(held[0], held[3]) for held in self._held}:
+                pass  # held already: one offence, written once
+            elif len(self._held) < MAX_HELD_BANS:
+                # Its own expiry, not one counted from when Redis is back.
+                self._held.append((ip, reason, module, user, record.expires))
+                log.warning("redis unavailable: ban of %s held in this worker", scope)
+            else:
+                log.error(
+                    "redis unavailable and %d bans held: %s enforced here only",
+                    MAX_HELD_BANS,
+                    scope,
+                )
         self._cache[scope] = max(record.expires, self._cache.get(scope, 0.0))
         self._cache_changed()
         return record
@@ -193,6 +205,9 @@ class BanStore:
         scope = scope_key(ip, user)
         offenses_key = self.state.key("offenses", ip)
         replicas = self.state.settings.replica_acks
+        # WAIT must give up before the socket does, or a lagging replica
+        # would read as an outage of the master.
+        wait_ms = max(1, min(WAIT_TIMEOUT_MS, self.state.settings.timeout_ms // 2))
 
         def operation(client: Any) -> BanRecord:
             current = client.hgetall(self.state.key("ban", scope))
@@ -228,26 +243,36 @@ class BanStore:
             pipe.zadd(self.index_key, {scope: record.expires})
             pipe.publish(self.channel, encode_change(scope, record.expires))
             pipe.execute()
-            if replicas and int(client.wait(replicas, WAIT_TIMEOUT_MS)) < replicas:
+            if replicas and int(client.wait(replicas, wait_ms)) < replicas:
                 log.warning(
                     "ban of %s reached fewer than %d replicas in %d ms: a failover now could "
                     "lose it",
                     scope,
                     replicas,
-                    WAIT_TIMEOUT_MS,
+                    wait_ms,
                 )
             return record
 
         return operation
 
     def _write_held(self, client: Any) -> None:
-        """Write the bans held through an outage, oldest first (inside a Redis operation)."""
+        """Write the bans held through an outage, oldest first, a batch at a time
+        (inside a Redis operation, on a request's path: the rest on the next ones)."""
         now = self.clock()
-        while self._held:
-            ip, reason, module, user, ttl_s = self._held[0]
-            self._writer(ip, reason, module, user, ttl_s, now)(client)
+        for _ in range(min(len(self._held), HELD_BANS_PER_RESYNC)):
+            ip, reason, module, user, expires = self._held[0]
+            remaining = round(expires - now)
+            if remaining > 0:
+                try:
+                    self._writer(ip, reason, module, user, remaining, now)(client)
+                    log.info("ban of %s held through the outage is now stored", scope_key(ip, user))
+                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                    raise  # still unreachable: keep it for the next try
+                except Exception:  # one bad record must not block the others forever
+                    log.exception(
+                        "ban of %s held through the outage not stored", scope_key(ip, user)
+                    )
             self._held.pop(0)
-            log.info("ban of %s held through the outage is now stored", scope_key(ip, user))
 
     def remove(self, ip: str, user: str = "") -> bool:
         scope = scope_key(ip, user)
@@ -392,10 +417,16 @@ class BanStore:
             return live_bans(client, self.index_key, now)
 
         try:
-            self._cache = self.state.run(operation)
-            self._cache_changed()
+            cache = self.state.run(operation)
         except Exception:  # Redis down: keep enforcing what is cached
             self._pubsub = None
             self._next_resync = now + self.settings.resync_interval_s
             return
-        self._next_resync = now + self.settings.resync_interval_s
+        # Held bans not written yet are still enforced here.
+        for ip, _, _, user, expires in self._held:
+            scope = scope_key(ip, user)
+            cache[scope] = max(expires, cache.get(scope, 0.0))
+        self._cache = cache
+        self._cache_changed()
+        # The rest of the held bans go with the next request.
+        self._next_resync = now if self._held else now + self.settings.resync_interval_s

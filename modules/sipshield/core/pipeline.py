@@ -248,6 +248,12 @@ class Pipeline:
                 self._emit(stage, msg, outcome.action, outcome.reason, "monitor")
                 continue
             if isinstance(outcome, Rewrite):
+                if any(_overlap(outcome, earlier) for earlier in rewrites):
+                    # Kamailio applies each to the body as received: two edits of
+                    # the same bytes would make a body nobody meant.
+                    return self._stop(
+                        stage, msg, Reject(f"{outcome.reason}; overlaps an earlier rewrite", 488)
+                    )
                 # Carried out with the decision; the next stages still judge.
                 self._emit(stage, msg, outcome.action, outcome.reason, "enforce")
                 rewrites.append(outcome)
@@ -350,3 +356,11 @@ class Pipeline:
         self, stage: Stage, msg: SipRequest | ReplyFacts, action: str, reason: str, mode: str
     ) -> None:
         self.events.emit(Event.of_request(msg, stage.name, action, reason, mode))
+
+
+def _overlap(one: Rewrite, other: Rewrite) -> bool:
+    """Whether two rewrites touch the same bytes of the body (a whole-body one touches all)."""
+    a, b = one.part, other.part
+    if a is None or b is None or not a.multipart or not b.multipart:
+        return True
+    return a.start < b.end and b.start < a.end

@@ -37,6 +37,8 @@ def connect(settings: RedisSettings, timeout_s: float, **options: Any) -> redis.
     tls = target.pop("connection_class", None) is redis.SSLConnection
     for ignored in ("host", "port", "path"):  # the sentinels name the master
         target.pop(ignored, None)
+    # What sipshield sets (its timeouts) wins over the same option in the URL.
+    target = {name: value for name, value in target.items() if name not in options}
     sentinel = Sentinel(
         [split_address(address) for address in settings.sentinels],
         sentinel_kwargs={

@@ -8,6 +8,7 @@ and an attacker must not be able to inject header lines through it.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from sipshield.sip.sdp_body import SDP_TYPE
 if TYPE_CHECKING:
     from sipshield.sip.sdp_body import SdpPart
 
+log = logging.getLogger("sipshield.core.remediation")
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 MAX_PHRASE = 120
 
@@ -39,7 +41,11 @@ def apply(decision: Decision, ksr: Any) -> bool:
     if isinstance(verdict, Drop | Ban):
         return True
     for rewrite in decision.rewrites:
-        rewrite_body(ksr, rewrite.part, rewrite.text, rewrite.content_type)
+        if not rewrite_body(ksr, rewrite.part, rewrite.text, rewrite.content_type):
+            # Relaying the body unchanged would let through what the rewrite removes.
+            log.error("rewrite (%s) failed in Kamailio; request refused", rewrite.reason)
+            ksr.sl.send_reply(500, "Server Internal Error")
+            return True
     return False
 
 
@@ -58,15 +64,15 @@ def drop_connection(ksr: Any) -> None:
     ksr.x.drop()
 
 
-def rewrite_body(ksr: Any, part: SdpPart, text: str, content_type: str = SDP_TYPE) -> None:
+def rewrite_body(ksr: Any, part: SdpPart, text: str, content_type: str = SDP_TYPE) -> bool:
     """Have Kamailio relay ``text`` in place of the part found at ``part`` (an SDP by default).
 
     In a multipart body only the part's text is replaced: the Content-Type, the
     boundary and the other parts stay byte for byte.  Setting the whole body
     again is not possible there, as KEMI strings cannot carry a binary ISUP part
     (whoever located the part made sure the first match of its text is the part).
+    False when Kamailio refused the change.
     """
     if part.multipart:
-        ksr.textops.replace_body_str(part.text, text, "f")
-    else:
-        ksr.textops.set_body(text, content_type)
+        return bool(ksr.textops.replace_body_str(part.text, text, "f") > 0)
+    return bool(ksr.textops.set_body(text, content_type) > 0)

@@ -230,6 +230,9 @@ def _bans(args: argparse.Namespace) -> int:
                 )
         elif args.bans_command == "add":
             record = store.add(args.ip, args.reason, "manual", args.user or "", args.ttl)
+            if record is not None and not record.stored:
+                # Held in this process only, which ends now: nobody would enforce it.
+                raise StateUnavailable("the ban was not stored")
             print(f"banned {record.scope} for {record.ttl_s}s" if record else "not banned")
         else:
             removed = store.remove(args.ip, args.user or "")

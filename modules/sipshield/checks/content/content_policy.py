@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sipshield.checks.content.peer_class import peer_class
 from sipshield.core.module import ModuleConfig, SecurityModule
 from sipshield.core.verdict import CONTINUE, Outcome, Reject, Rewrite
-from sipshield.sip.body_parts import ContentPart
+from sipshield.sip.body_parts import ContentPart, opened
 from sipshield.sip.sdp_body import BodyProblem, SdpPart, media_type
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ class ClassPolicy(BaseModel):
     methods: tuple[str, ...] | None = None
     # Per method (upper case); methods not named keep validation's rules only.
     bodies: dict[str, BodyRule] = Field(default_factory=dict)
-    max_nesting: int = Field(default=1, ge=0, le=3)
+    # Presence lists (RLMI) nest multipart/related in multipart/related.
+    max_nesting: int = Field(default=2, ge=0, le=3)
 
     @field_validator("methods")
     @classmethod
@@ -127,7 +128,14 @@ def _users() -> ClassPolicy:
 def _trunks() -> ClassPolicy:
     # A carrier places and ends calls, sends DTMF, SMS and transfer progress;
     # it never registers, publishes presence or subscribes to our users.
-    return ClassPolicy(methods=TRUNK_METHODS, bodies=_user_bodies())
+    # SIP-T/SIP-I carriers send ISUP in INFO too.
+    bodies = _user_bodies()
+    info = bodies["INFO"]
+    bodies["INFO"] = BodyRule(
+        content_types=(*info.content_types, "application/isup", *_MULTIPARTS),
+        max_bytes=info.max_bytes,
+    )
+    return ClassPolicy(methods=TRUNK_METHODS, bodies=bodies)
 
 
 class ContentPolicyConfig(ModuleConfig):
@@ -184,40 +192,46 @@ class ContentPolicy(SecurityModule):
                 f"(content_policy.{who}.bodies.{method}.max_bytes: {rule.max_bytes})",
                 code=413,
             )
-        top = media_type(msg.header("content-type") or "text/plain")
-        refused = [
-            part for part in parts if part.nesting and part.media_type not in rule.content_types
-        ]
-        if top not in rule.content_types or len(refused) > 1 or len(refused) == len(parts):
-            kind = top if top not in rule.content_types else refused[0].media_type
-            return self._unsupported(method, kind, who, rule)
-        if refused and (
-            self.settings.disallowed_parts == "refuse" or not _strippable(body, refused[0])
-        ):
-            return self._unsupported(method, refused[0].media_type, who, rule)
-        return CONTINUE
+        judged = self._parts_to_strip(msg, who, rule, parts)
+        return judged if isinstance(judged, Reject) else CONTINUE
 
     def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
         """Strip the one disallowed part that check() let through (``disallowed_parts: strip``)."""
         if msg.from_pbx or self.settings.disallowed_parts != "strip" or not msg.body:
             return CONTINUE
-        rule = self.classes[peer_class(msg)].bodies.get(msg.method)
+        who = peer_class(msg)
+        rule = self.classes[who].bodies.get(msg.method)
         parts = msg.body_parts
         if rule is None or isinstance(parts, BodyProblem):
             return CONTINUE
-        refused = [
-            part for part in parts if part.nesting and part.media_type not in rule.content_types
-        ]
-        if len(refused) != 1:
-            return CONTINUE  # check() refused the request, or there is nothing to strip
-        part, body = refused[0], msg.body
+        judged = self._parts_to_strip(msg, who, rule, parts)
+        if not isinstance(judged, ContentPart):
+            return CONTINUE  # nothing to strip, or check() refused it already
         return Rewrite(
-            f"{msg.method} with a {part.media_type} part (not in content_policy's "
+            f"{msg.method} with a {judged.media_type} part (not in content_policy's "
             f"content_types for {msg.method}); the part removed",
-            part=SdpPart(body, part.segment_start, part.end, multipart=True),
+            part=SdpPart(msg.body, judged.segment_start, judged.end, multipart=True),
             text="",
             verb="strip",
         )
+
+    def _parts_to_strip(
+        self, msg: SipRequest, who: str, rule: BodyRule, parts: list[ContentPart]
+    ) -> Reject | ContentPart | None:
+        """The refusal of a body whose types the rule does not allow, the one part to
+        strip instead (``disallowed_parts: strip``), or None when all is allowed."""
+        method = msg.method
+        top = media_type(msg.header("content-type") or "text/plain")
+        refused = [p for p in parts if p.nesting and p.media_type not in rule.content_types]
+        inner = [p for p in opened(parts) if p.in_cpim and p.media_type not in rule.content_types]
+        if top not in rule.content_types or inner or len(refused) > 1 or len(refused) == len(parts):
+            kind = top if top not in rule.content_types else (refused or inner)[0].media_type
+            return self._unsupported(method, kind, who, rule)
+        if not refused:
+            return None
+        if self.settings.disallowed_parts == "refuse" or not _strippable(msg.body, refused[0]):
+            return self._unsupported(method, refused[0].media_type, who, rule)
+        return refused[0]
 
     def _unsupported(self, method: str, kind: str, who: str, rule: BodyRule) -> Reject:
         return Reject(

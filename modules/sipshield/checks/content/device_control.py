@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
+from sipshield.checks.content.event_header import event_packages
 from sipshield.core.module import ModuleConfig, SecurityModule
 from sipshield.core.verdict import CONTINUE, Outcome, Reject
+from sipshield.sip.body_parts import opened
 from sipshield.sip.sdp_body import BodyProblem
 
 if TYPE_CHECKING:
@@ -47,13 +49,15 @@ DEFAULT_LINK_EVENTS = (
     "presence", "presence.winfo", "dialog", "message-summary", "refer",
     "conference", "reg", "as-feature-event",
 )  # fmt: skip
-# Vendor documents that make a phone act (XML roots, lower case) and media types.
+# Vendor documents that make a phone act: XML element names (a root anywhere in
+# an XML part) and media types (those with a "/").
 DEFAULT_CONTROL_DOCUMENTS = (
     "snomipphone", "aastraipphoneexecute", "ciscoipphoneexecute", "yealinkipphoneexecute",
     "application/x-snom-action", "message/external-body",
 )  # fmt: skip
 _PROVISIONING_URL = re.compile(rb"\b(?:https?|ftps?|tftp)://", re.IGNORECASE)
-_XML_ROOT = re.compile(rb"<\s*([A-Za-z_][\w.-]*)(?=[\s/>])")
+# XML character references ("h&#116;tp") spell a URL as much as its letters do.
+_CHARACTER_REFERENCE = re.compile(rb"&#(x[0-9a-fA-F]{1,6}|[0-9]{1,7});")
 
 
 class DeviceControlConfig(ModuleConfig):
@@ -90,17 +94,24 @@ class DeviceControl(SecurityModule):
         self.settings = config
         self.sources = [ipaddress.ip_network(s, strict=False) for s in config.provisioning_sources]
         self.documents = frozenset(config.control_documents)
+        roots = [re.escape(d.encode()) for d in config.control_documents if "/" not in d]
+        self._control_element = re.compile(
+            rb"<\s*(?:[\w.-]+:)?(" + b"|".join(roots or [b"(?!)"]) + rb")(?=[\s/>])", re.IGNORECASE
+        )
 
     def check(self, msg: SipRequest, state: SharedState) -> Outcome:
         method = msg.method
         if method not in ("NOTIFY", "MESSAGE") or self._may_control(msg):
             return CONTINUE
         if method == "NOTIFY" and not msg.in_dialog:
-            event = (msg.header("event") or "").partition(";")[0].strip().lower()
-            if event in self.settings.control_events:
-                return self._refuse(msg, f"NOTIFY Event: {event}")
-            if event not in self.settings.link_events and _PROVISIONING_URL.search(msg.body):
-                return self._refuse(msg, f"NOTIFY Event: {event or '(none)'} with a URL")
+            # Every Event header, and every value of each: a phone may act on any.
+            events = event_packages(msg) or [""]
+            control = next((e for e in events if e in self.settings.control_events), None)
+            if control is not None:
+                return self._refuse(msg, f"NOTIFY Event: {control}")
+            linkless = [e for e in events if e not in self.settings.link_events]
+            if linkless and _PROVISIONING_URL.search(_unescaped(msg.body)):
+                return self._refuse(msg, f"NOTIFY Event: {linkless[0] or '(none)'} with a URL")
         document = self._control_document(msg)
         if document is not None:
             return self._refuse(msg, f"{method} carrying {document}")
@@ -119,17 +130,26 @@ class DeviceControl(SecurityModule):
         parts = msg.body_parts
         if isinstance(parts, BodyProblem):
             return None
-        for part in parts:
+        for part in opened(parts):
             if part.media_type in self.documents:
                 return part.media_type
-            if part.is_xml:
-                root = _XML_ROOT.search(part.data)
-                name = root.group(1).decode("ascii", "replace") if root else ""
-                if name.rpartition(":")[2].lower() in self.documents:
-                    return f"a vendor {name} document"
+            # Anywhere in the part, with or without a namespace prefix: a
+            # comment or a processing instruction before it must not hide it.
+            element = self._control_element.search(part.decoded) if part.is_xml else None
+            if element is not None:
+                return f"a vendor {element.group(1).decode('ascii', 'replace')} document"
         return None
 
     def _refuse(self, msg: SipRequest, what: str) -> Reject:
         return Reject(
             f"device control from {msg.src_ip}, not a provisioning source: {what}", code=403
         )
+
+
+def _unescaped(data: bytes) -> bytes:
+    def character(match: re.Match[bytes]) -> bytes:
+        code = match.group(1)
+        number = int(code[1:], 16) if code[:1] in (b"x", b"X") else int(code)
+        return chr(number).encode("utf-8", "replace") if number < 0x110000 else b"?"
+
+    return _CHARACTER_REFERENCE.sub(character, data)

@@ -36,6 +36,14 @@ _LINK = re.compile(
 )
 _WEB_SCHEMES = ("http", "https", "ftp", "ftps")
 _HOST = re.compile(r"^//(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)")
+# What a URL of these schemes looks like, so that prose using the word with a
+# colon is not taken for one: "data:" needs a media type, "file:" a path.
+_LINK_SHAPES = {
+    "data": re.compile(r"[\w.+-]+/[\w.+-]+[;,]|[;,]", re.IGNORECASE),
+    "file": re.compile(r"/|[a-z]:[\\/]", re.IGNORECASE),
+}
+# Dots a browser reads as ".", and backslashes it reads as "/".
+_AS_BROWSERS_READ = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": ".", "\\": "/"})
 
 
 class ImLinksConfig(ModuleConfig):
@@ -66,8 +74,8 @@ class ImLinks(SecurityModule):
         parts = msg.body_parts
         if isinstance(parts, BodyProblem):
             return CONTINUE
-        for text in readable_texts(parts, single_body=len(parts) == 1):
-            for link in _LINK.finditer(text.text):
+        for text in readable_texts(parts):
+            for link in _LINK.finditer(_normalised(text.text)):
                 problem = self.problem(link)
                 if problem:
                     reason = f"{msg.method} with a link {problem}"
@@ -84,15 +92,23 @@ class ImLinks(SecurityModule):
             if not rest:
                 return ""  # "Note:" followed by a space is a word, not a link
             if scheme in settings.deny_schemes:
+                shape = _LINK_SHAPES.get(scheme)
+                if shape is not None and not shape.match(rest):
+                    return ""  # "data:new numbers" is prose, not a data: URL
                 return f"of scheme {scheme}: (im_links.deny_schemes)"
             if scheme not in _WEB_SCHEMES:
                 return ""
-            host = _host_of(rest)
+            # Browsers read "http:host", "http:/host" and "http:\\host" as "http://host".
+            host = _host_of("//" + rest.lstrip("/"))
         if _within(host, settings.deny_domains):
             return f"to {host} (im_links.deny_domains)"
         if settings.allow_domains and not _within(host, settings.allow_domains):
             return f"to {host}, not in im_links.allow_domains"
         return ""
+
+
+def _normalised(text: str) -> str:
+    return text.translate(_AS_BROWSERS_READ)
 
 
 def _host_of(rest: str) -> str:

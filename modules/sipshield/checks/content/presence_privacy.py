@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from sipshield.checks.content.event_header import event_packages
 from sipshield.core.module import ModuleConfig, SecurityModule
 from sipshield.core.verdict import CONTINUE, Outcome, Reject
 from sipshield.sip.message import uri_of
@@ -76,9 +77,10 @@ class PresencePrivacy(SecurityModule):
         if msg.method != "SUBSCRIBE" or msg.in_dialog or msg.from_pbx:
             return CONTINUE
         settings = self.settings
-        event = (msg.header("event") or "").partition(";")[0].strip().lower()
-        if event not in settings.watched_events:
+        watched = [e for e in event_packages(msg) if e in settings.watched_events]
+        if not watched:
             return CONTINUE
+        event = watched[0]
         if msg.trunk is not None and not settings.trunks_may_subscribe:
             return Reject(f"{event} SUBSCRIBE from trunk {msg.trunk.name}", code=403)
         watcher = uri_of(msg.header("from") or "").split(";", 1)[0].partition(":")[2]
@@ -86,7 +88,8 @@ class PresencePrivacy(SecurityModule):
         host = host.split(":", 1)[0].lower()
         if host not in self.domains:
             return Reject(f"{event} SUBSCRIBE by {watcher!r}: domain {host!r} may not watch", 403)
-        presentity = uri_of(msg.header("to") or "").split(";", 1)[0].lower()
+        # The presentity is the one the PBX serves: the Request-URI's, whatever To says.
+        presentity = msg.ruri.split(";", 1)[0].lower()
         sweep = state.key("pres", "sweep", msg.src_ip, int(self._clock() // settings.window_s))
         registered = state.key("pres", "reg", user)
 

@@ -12,7 +12,8 @@ IM text also ``sanitise``), on requests from outside
 - ``html``: a text/html IM with markup or script in it (phones and web
   clients render it): 415 with Accept text/plain;
 - ``identities``: the same characters or payloads in display names (From,
-  To, P-Asserted-Identity, P-Preferred-Identity), User-Agent and Subject,
+  To, P-Asserted/Preferred-Identity, Remote-Party-ID, Diversion, Contact; every
+  address of a list), User-Agent and Subject,
   which PBXs write to CDRs and show in web UIs: 403.
 """
 
@@ -30,6 +31,7 @@ from sipshield.sip.readable_text import (
     without_unsafe_characters,
 )
 from sipshield.sip.sdp_body import BodyProblem, SdpPart
+from sipshield.sip.sip_syntax import SipSyntaxError, split_address_list
 
 if TYPE_CHECKING:
     from sipshield.core.hop import Hop
@@ -37,7 +39,10 @@ if TYPE_CHECKING:
     from sipshield.sip.message import SipRequest
 
 Action = Literal["off", "alert", "refuse"]
-IDENTITY_HEADERS = ("from", "to", "p-asserted-identity", "p-preferred-identity")
+IDENTITY_HEADERS = (
+    "from", "to", "p-asserted-identity", "p-preferred-identity", "remote-party-id",
+    "diversion", "contact",
+)  # fmt: skip
 PLAIN_HEADERS = ("user-agent", "subject")
 NOT_ACCEPTABLE_HERE = 488
 
@@ -91,23 +96,28 @@ class TextSafety(SecurityModule):
     def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
         if msg.from_pbx or self.settings.im_text != "sanitise":
             return CONTINUE
-        for text in self._texts(msg):
-            unsafe = unsafe_characters(text.text)
-            if not unsafe or text.media_type != "text/plain":
-                continue
-            body = msg.body
-            data = body[text.start : text.end]
-            content_type = msg.header("content-type") or "text/plain"
-            if not _rewritable(body, data, text, content_type):
-                return Reject(f"{msg.method} text with {unsafe} (cannot be sanitised)", 488)
-            return Rewrite(
-                f"{msg.method} text with {unsafe}; removed",
-                part=SdpPart(body, text.start, text.end, multipart=not text.whole_body),
-                text=without_unsafe_characters(text.text),
-                verb="sanitise",
-                content_type=content_type,
-            )
-        return CONTINUE
+        found = [
+            (text, unsafe)
+            for text in self._texts(msg)
+            if text.media_type == "text/plain" and (unsafe := unsafe_characters(text.text))
+        ]
+        if not found:
+            return CONTINUE
+        text, unsafe = found[0]
+        cleaned = without_unsafe_characters(text.text)
+        body = msg.body
+        content_type = msg.header("content-type") or "text/plain"
+        # One rewrite per module: several texts to clean are refused, as is a
+        # text Kamailio cannot put back, or one that would be left empty.
+        if len(found) > 1 or not cleaned.strip() or not _rewritable(body, text, content_type):
+            return Reject(f"{msg.method} text with {unsafe} (cannot be sanitised)", 488)
+        return Rewrite(
+            f"{msg.method} text with {unsafe}; removed",
+            part=SdpPart(body, text.start, text.end, multipart=not text.whole_body),
+            text=cleaned,
+            verb="sanitise",
+            content_type=content_type,
+        )
 
     def _texts(self, msg: SipRequest) -> list[ReadableText]:
         if not msg.body:
@@ -115,10 +125,15 @@ class TextSafety(SecurityModule):
         parts = msg.body_parts
         if isinstance(parts, BodyProblem):
             return []
-        return readable_texts(parts, single_body=len(parts) == 1 and parts[0].nesting == 0)
+        return readable_texts(parts)
 
     def _identity_problem(self, msg: SipRequest) -> str:
-        named = [(h, display_name(v)) for h in IDENTITY_HEADERS for v in msg.header_values(h)]
+        named = [
+            (h, display_name(value))
+            for h in IDENTITY_HEADERS
+            for line in msg.header_values(h)
+            for value in _addresses(line)
+        ]
         named += [(h, v) for h in PLAIN_HEADERS for v in msg.header_values(h)]
         for header, text in named:
             if not text:
@@ -129,17 +144,27 @@ class TextSafety(SecurityModule):
         return ""
 
 
-def _rewritable(body: bytes, data: bytes, text: ReadableText, content_type: str) -> bool:
+def _addresses(line: str) -> list[str]:
+    """The comma-separated addresses of one header line (the whole line if it cannot be split)."""
+    try:
+        return split_address_list(line)
+    except SipSyntaxError:
+        return [line]
+
+
+def _rewritable(body: bytes, text: ReadableText, content_type: str) -> bool:
     """Whether Kamailio can put the sanitised text in place of this one.
 
-    KEMI strings carry no NUL and only valid UTF-8: the Content-Type set with a
-    whole body must be plain text, and a part is found by its own text (which
-    must then be that, and be the first match in the body).
+    KEMI strings carry only valid UTF-8 without NUL: the text must be its
+    bytes in UTF-8; a whole body is set again with its Content-Type, which
+    must then be plain text; a part is found by its own bytes, which must be
+    the first match in the body.
     """
-    if not (content_type.isascii() and content_type.isprintable()):
+    if not text.rewritable:
         return False
     if text.whole_body:
-        return True
+        return content_type.isascii() and content_type.isprintable()
+    data = body[text.start : text.end]
     return b"\x00" not in data and body.find(data) == text.start
 
 

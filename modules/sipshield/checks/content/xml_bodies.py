@@ -27,6 +27,7 @@ from pydantic import Field
 
 from sipshield.core.module import ModuleConfig, SecurityModule
 from sipshield.core.verdict import CONTINUE, Outcome, Reject
+from sipshield.sip.body_parts import opened
 from sipshield.sip.sdp_body import BodyProblem
 
 if TYPE_CHECKING:
@@ -56,9 +57,10 @@ class XmlBodies(SecurityModule):
         parts = msg.body_parts
         if isinstance(parts, BodyProblem):
             return CONTINUE  # content_policy or validation answers a body it cannot split
-        for part in parts:
+        # Inside CPIM too (an IMDN always is), and as the far end decodes it.
+        for part in opened(parts):
             if part.is_xml:
-                problem = self.problem(part.data)
+                problem = self.problem(part.decoded)
                 if problem is not None:
                     code, why = problem
                     return Reject(f"{part.media_type} body of {msg.method}: {why}", code=code)
