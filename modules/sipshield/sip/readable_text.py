@@ -7,7 +7,8 @@
 - **Invisible characters**: zero-width space, word joiner, invisible
   operators, a BOM inside text, Hangul fillers (blank-looking display names).
   ZWJ and ZWNJ are left alone: emoji sequences and Persian script need them.
-- **Control characters**: C0 (but TAB, LF and CR) and C1, DEL.
+- **Control characters**: C0 (but TAB, LF and CR) and C1, DEL; the Unicode
+  line and paragraph separators (U+2028, U+2029).
 - **Payloads** for what shows or stores the text: markup and script, SQL,
   Log4Shell-style lookups, and line breaks or NULs spelt as escapes
   (``%0d%0a``, ``\\r\\n``) that a log or CDR writer may decode.
@@ -19,8 +20,10 @@ import re
 
 _BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069"
 _INVISIBLE = "\u200b\u2060-\u2064\ufeff\u115f\u1160\u3164\uffa0\ufff9-\ufffb\u180e"
+# Line and paragraph separators: a new line in a log or a CDR that shows none.
+_SEPARATORS = "\u2028\u2029"
 _CONTROLS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
-_UNSAFE_CHARS = re.compile(f"[{_BIDI_CONTROLS}{_INVISIBLE}{_CONTROLS}]")
+_UNSAFE_CHARS = re.compile(f"[{_BIDI_CONTROLS}{_INVISIBLE}{_SEPARATORS}{_CONTROLS}]")
 
 _PAYLOADS = (
     ("markup or script", r"<\s*/?\s*(?:script|iframe|img|svg|object|embed|body|meta|link|style)\b"),

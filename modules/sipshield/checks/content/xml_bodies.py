@@ -11,6 +11,7 @@ live in the parser never reach one that is not hardened:
 - entity declarations, whatever their use (entity expansion, "billion
   laughs", external entities / XXE): 403;
 - an XML part that is not well-formed (or not UTF-8/UTF-16 as declared): 400;
+- an XInclude element (another parser would fetch what it names): 403;
 - more than ``max_depth`` nested elements or ``max_elements`` in all: 413.
 
 No SIP event package uses a DTD, so none of this refuses a legitimate body.
@@ -33,6 +34,10 @@ from sipshield.sip.sdp_body import BodyProblem
 if TYPE_CHECKING:
     from sipshield.core.state import SharedState
     from sipshield.sip.message import SipRequest
+
+
+# Elements of this namespace make an XInclude-aware parser read another document.
+_XINCLUDE = "{http://www.w3.org/2001/XInclude}"
 
 
 class XmlBodiesConfig(ModuleConfig):
@@ -98,5 +103,7 @@ def _shape_problem(root: Element, max_depth: int, max_elements: int) -> tuple[in
             return 413, f"XML nested over {max_depth} elements deep (xml_bodies.max_depth)"
         if elements > max_elements:
             return 413, f"XML over {max_elements} elements (xml_bodies.max_elements)"
+        if str(element.tag).startswith(_XINCLUDE):
+            return 403, "XML with an XInclude (a reference another parser would fetch)"
         stack.extend((child, depth + 1) for child in element)
     return None
