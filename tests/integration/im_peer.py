@@ -51,23 +51,7 @@ class Phone:
             with self._lock:
                 self.received.setdefault(msg.header("Call-ID"), []).append(msg)
             if msg.method != "ACK":
-                self._answer(msg, 202 if msg.method == "SUBSCRIBE" else 200)
-
-    def _answer(self, request: SipMessage, status: int) -> None:
-        headers = [(k, v) for k, v in request.headers if k.lower() in ("via", "record-route")]
-        to = request.header("To")
-        if ";tag=" not in to:
-            to += f";tag={self.ua.tag}"
-        headers += [
-            ("From", request.header("From")),
-            ("To", to),
-            ("Call-ID", request.header("Call-ID")),
-            ("CSeq", request.header("CSeq")),
-            ("Contact", self.ua.contact),
-        ]
-        if request.method == "SUBSCRIBE":
-            headers.append(("Expires", request.header("Expires") or "600"))
-        self.ua.send(SipMessage(f"SIP/2.0 {status} OK", headers))
+                self.ua.reply(msg, 202 if msg.method == "SUBSCRIBE" else 200, "OK")
 
     def got(self, call_id: str, timeout: float = 3.0) -> SipMessage | None:
         """The request with this Call-ID once it arrives (None if it never does)."""
