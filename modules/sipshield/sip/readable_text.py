@@ -59,6 +59,8 @@ def unsafe_characters(text: str) -> str:
         if re.match(f"[{_BIDI_CONTROLS}]", char)
         else "control character"
         if re.match(f"[{_CONTROLS}]", char)
+        else "line separator"
+        if char in _SEPARATORS
         else "invisible character"
     )
     return f"{kind} U+{ord(char):04X}"
