@@ -83,3 +83,16 @@ def test_a_held_ban_that_expired_during_the_outage_is_not_stored(port: int, tmp_
     clock.now += 120
     assert not store.banned("192.0.2.11")
     assert not client.exists("sipshield:ban:ip:192.0.2.11")
+
+
+def test_the_ban_index_forgets_expired_bans_when_a_new_one_is_made(port: int, tmp_path) -> None:
+    # Found by make soak: the index kept one entry per ban ever made.
+    clock = Clock()
+    client = start_redis(port, tmp_path)
+    state = SharedState(RedisSettings(url=f"redis://127.0.0.1:{port}/0"), clock)
+    store = BanStore(state, BanSettings(base_ttl_s=60), clock=clock)
+    for n in range(5):
+        store.add(f"192.0.2.{20 + n}", "flood", "flood")
+    clock.now += 120  # all five expired
+    store.add("192.0.2.30", "flood", "flood")
+    assert client.zrange("sipshield:bans", 0, -1) == ["ip:192.0.2.30"]

@@ -241,6 +241,9 @@ class BanStore:
             )
             pipe.expire(self.state.key("ban", scope), ttl)
             pipe.zadd(self.index_key, {scope: record.expires})
+            # Expired entries leave the index here: nothing else prunes it on
+            # a busy system (found by make soak: one entry per ban, for ever).
+            pipe.zremrangebyscore(self.index_key, "-inf", now)
             pipe.publish(self.channel, encode_change(scope, record.expires))
             pipe.execute()
             if replicas and int(client.wait(replicas, wait_ms)) < replicas:
