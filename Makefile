@@ -19,13 +19,14 @@ SETUP_STAMP  := $(VENV)/.provisioned
 SETUP_INPUTS := $(shell find ansible) setup.cfg pyproject.toml /var/lib/dpkg/status
 ANSIBLE_ENV  := PATH=$(CURDIR)/$(TOOLS)/bin:$$PATH ANSIBLE_DISPLAY_SKIPPED_HOSTS=false
 
-.PHONY: help setup run test lint bench fuzz clean
+.PHONY: help setup run test lint bench fuzz soak clean
 
 help:
 	@echo "make run    bring the lab up on loopback (Redis, rtpengine, SBC, PBX) and follow events"
 	@echo "make test   lint and run the whole test suite against real processes"
 	@echo "make bench  benchmark sipshield against the native-Kamailio reference"
 	@echo "make fuzz   throw 200,000 mutated messages at the lab (QUICK=1: 4,000; SEED=n)"
+	@echo "make soak   30 minutes of mixed traffic with attacks; fails on growth that does not level off"
 	@echo "make setup  provision this machine with Ansible: Debian packages and the venv (run by the others)"
 
 setup: $(SETUP_STAMP)
@@ -59,6 +60,10 @@ bench: setup
 
 fuzz: setup
 	$(BIN)/python -m fuzz.run $(if $(QUICK),--quick) $(if $(SEED),--seed $(SEED))
+
+# QUICK=1: 3 minutes; MINUTES=N: another length.
+soak: setup
+	$(BIN)/python -m soak.run $(if $(QUICK),--quick) $(if $(MINUTES),--minutes $(MINUTES))
 
 clean:
 	-$(BIN)/sipshield lab down --dir $(LAB) 2>/dev/null
