@@ -12,13 +12,13 @@ from 127.0.0.1 as one busy NAT address would be:
                  carol's SIPp (message_uas), through the content modules.
 
 Why these rates (docs/soak.md): the benchmark measured about 600 calls/s for
-the SBC alone on a pinned core, without media.  A soak call here costs much
-more: three rtpengine offers, two answers and three deletes from the Python
-ng client (about 0.8 ms of SBC CPU each in the benchmark) besides its eight
-SIP requests, so the SBC's capacity with media is nearer 150 calls/s.  Half
-of that would take most of a core on a 2-core machine that other labs share;
-30 calls/s keeps the SBC around a fifth of a core, loads every state the
-modules keep, and leaves the attacks and the rest of the machine room.
+the SBC alone on a pinned core, without media.  A soak call costs much more:
+three rtpengine offers, two answers and three deletes from the Python ng
+client besides its eight SIP requests; the soak itself measures about 6 ms
+of SBC CPU per call, so the capacity with media is near 160 calls/s.  Half of
+that would take half a core for the SBC and as much again for SIPp, the PBX
+and rtpengine on a 2-core machine that other labs share; 30 calls/s keeps
+the SBC at a fifth of a core and still fills every state the modules keep.
 
 The example policy's flood limits (30 requests of a class per source in 10 s)
 still let this through: each user that authenticates from an address raises
