@@ -67,6 +67,15 @@ class RunningLab:
         """True when the lab PBX logged receiving a request with this Call-ID."""
         return f"call-id={call_id}" in self.log("pbx")
 
+    def carrier_received(self, method: str, call_id: str) -> list[str]:
+        """The lab carrier's log lines for ``method`` requests with this Call-ID
+        ("carrier: received METHOD R-URI call-id=... pai=...")."""
+        return [
+            line
+            for line in self.log("carrier").splitlines()
+            if f"carrier: received {method} " in line and f" call-id={call_id} " in line
+        ]
+
     def events(self) -> list[dict[str, Any]]:
         path = Path(self.info["events"])
         if not path.exists():

@@ -306,17 +306,19 @@ class UserAgent:
         timeout: float = 10.0,
         cancel_on_ringing: bool = False,
         call_id: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
     ) -> Call:
         """INVITE ``callee`` (answering the PBX's 407); returns with the final response.
 
         ``cancel_on_ringing`` CANCELs the INVITE at its first 18x; the final
         response is then the INVITE's (487 when the CANCEL won).  ``call_id``
-        chooses the Call-ID (e.g. one that lands on a given rtpengine).
+        chooses the Call-ID (e.g. one that lands on a given rtpengine); ``extra``
+        headers go into both INVITEs.
         """
         ruri = f"sip:{callee}@{self.lab.domain}"
         to = f"<{ruri}>"
         call = Call(self, call_id or secrets.token_hex(10), ruri)
-        invite = self.request("INVITE", ruri, to, call.call_id, offer)
+        invite = self.request("INVITE", ruri, to, call.call_id, offer, extra=extra)
         self.send(invite)
         reply = self.response(timeout)
         if reply.status == 407:
@@ -324,7 +326,12 @@ class UserAgent:
             self.cseq += 1
             auth = self._credentials(reply.header("Proxy-Authenticate"), "INVITE", ruri)
             invite = self.request(
-                "INVITE", ruri, to, call.call_id, offer, extra=[("Proxy-Authorization", auth)]
+                "INVITE",
+                ruri,
+                to,
+                call.call_id,
+                offer,
+                extra=[*(extra or []), ("Proxy-Authorization", auth)],
             )
             self.send(invite)
             reply = self.response(timeout) if not cancel_on_ringing else self._ringing(timeout)

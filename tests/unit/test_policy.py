@@ -84,6 +84,17 @@ def test_duplicate_trunk_names():
     assert "trunk names must be unique, repeated: a" in error
 
 
+def test_a_trunk_number_prefix_is_digits_after_an_optional_plus():
+    text = MINIMAL + textwrap.indent(
+        "trunks:\n  - {name: a, target: 192.0.2.1:5060, numbers: ['+44', '00 44']}\n", "  "
+    )
+    (error,) = errors_of(text)
+    assert error == (
+        "p.yaml:5: peers.trunks[0].numbers[1]: Value error, '00 44' is no number prefix: "
+        "digits, optionally after one '+'"
+    )
+
+
 def test_policy_check_command_exit_codes(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(MINIMAL)

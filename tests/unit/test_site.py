@@ -41,3 +41,32 @@ def test_remembered_sources_are_bounded():
     for n in range(MAX_REMEMBERED_SOURCES + 10):
         site.trunks_of(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
     assert len(site._trunks_by_source) <= MAX_REMEMBERED_SOURCES
+
+
+NUMBERS_POLICY = """\
+domain: example.net
+peers:
+  pbx: {address: 10.0.0.5:5060}
+  trunks:
+    - {name: uk, target: 192.0.2.1:5060, numbers: ["+44", "0044"]}
+    - {name: london, target: 192.0.2.2:5060, numbers: ["+4420"]}
+    - {name: world, target: 192.0.2.3:5060, numbers: [""]}
+    - {name: also-world, target: 192.0.2.4:5060, numbers: [""]}
+"""
+
+
+def test_a_dialled_number_takes_the_trunk_of_its_longest_prefix():
+    site = Site.from_policy(parse_policy(NUMBERS_POLICY))
+    assert site.trunk_for_number("+442071234567").name == "london"
+    assert site.trunk_for_number("+441612345678").name == "uk"
+    assert site.trunk_for_number("00441612345678").name == "uk"
+    # "" takes every number; of equal prefixes the first listed wins.
+    assert site.trunk_for_number("+33142685300").name == "world"
+    assert site.trunk_for_number("09001234567").name == "world"
+
+
+def test_what_is_no_number_takes_no_trunk():
+    site = Site.from_policy(parse_policy(NUMBERS_POLICY))
+    for user in ("alice", "", "+", "++44", "44a", "+44 20"):
+        assert site.trunk_for_number(user) is None, user
+    assert SITE.trunk_for_number("+442071234567") is None  # no trunk takes numbers

@@ -26,6 +26,7 @@ from sipshield.core.bans import BanSettings
 from sipshield.core.module import FailureMode, ModuleConfig
 from sipshield.core.policy_types import HostPort, Network, PolicyError, Transport
 from sipshield.core.registry import BUILTIN_MODULES
+from sipshield.core.site import is_dialled_number
 from sipshield.core.state import RedisSettings
 from sipshield.edge.media_policy import MediaSettings
 from sipshield.ops.tls_config import DEFAULT_CIPHERS, weak_ciphers
@@ -50,6 +51,15 @@ def _check_ciphers(value: str) -> str:
 
 
 CipherList = Annotated[str, AfterValidator(_check_ciphers)]
+
+
+def _check_number_prefix(value: str) -> str:
+    if value and not is_dialled_number(value) and value != "+":
+        raise ValueError(f"{value!r} is no number prefix: digits, optionally after one '+'")
+    return value
+
+
+NumberPrefix = Annotated[str, AfterValidator(_check_number_prefix)]
 
 
 class _Strict(BaseModel):
@@ -96,6 +106,11 @@ class Trunk(_Strict):
     transport: Transport = "udp"
     # Request-URI hosts routed out through this trunk.
     domains: list[str] = Field(default_factory=list)
+    # Dialled numbers routed out through this trunk: calls from the PBX whose
+    # Request-URI user is a number (digits, optionally after one "+") that
+    # starts with one of these prefixes; "" takes every number.  The longest
+    # prefix over all trunks wins (docs/outbound-calls.md).
+    numbers: list[NumberPrefix] = Field(default_factory=list)
     # Source networks this trunk may send from.
     sources: list[Network] = Field(default_factory=list)
     # Requests from this trunk's sources over UDP or TCP are rejected.

@@ -12,6 +12,7 @@ It imports nothing of the policy at run time, so every module may import it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,13 @@ if TYPE_CHECKING:
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_REMEMBERED_SOURCES = 4096
+# A dialled number as a Request-URI user: digits, optionally after one "+"
+# (the lab PBX's rule for what leaves it, kamailio-cfg/pbx.cfg).
+DIALLED_NUMBER = re.compile(r"\+?[0-9]+")
+
+
+def is_dialled_number(user: str) -> bool:
+    return DIALLED_NUMBER.fullmatch(user) is not None
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -106,6 +114,18 @@ class Site:
         except ValueError:
             return ()
         return tuple(t for t in self.trunks if any(address in n for n in t.networks))
+
+    def trunk_for_number(self, number: str) -> TrunkSite | None:
+        """The trunk whose ``numbers`` prefix is the longest that starts ``number``
+        (the first listed of equals), or None; None too when it is no number."""
+        if not is_dialled_number(number):
+            return None
+        best: tuple[int, TrunkSite] | None = None
+        for trunk in self.trunks:
+            for prefix in trunk.config.numbers:
+                if number.startswith(prefix) and (best is None or len(prefix) > best[0]):
+                    best = (len(prefix), trunk)
+        return best[1] if best else None
 
     def trunk_at(self, host: str) -> TrunkSite | None:
         """The first trunk listed that a request sent to ``host`` reaches: its target, or

@@ -5,8 +5,9 @@
   open relay.  REGISTERs get a Path header (with the received address) so that
   the PBX reaches the user back through the SBC, NAT included.
 - Requests from the PBX follow their Route set (the Path the PBX stored at
-  registration) or, when the Request-URI names a trunk's domain, go out
-  through that trunk.
+  registration) or, when the Request-URI names a trunk's domain or its user
+  is a dialled number under one of a trunk's ``numbers`` prefixes, go out
+  through that trunk (docs/outbound-calls.md).
 - In-dialog requests follow their Record-Route set.
 - Just before relaying, the request meets the chain again (the relay phase,
   :meth:`sipshield.core.pipeline.Pipeline.run_relay`): the next hop, the SDP that
@@ -30,7 +31,7 @@ from sipshield.checks.tls_policy import SIPS_NEEDS_TLS, next_hop_is_tls, sips_ne
 from sipshield.core import remediation
 from sipshield.core.hop import Hop, Source
 from sipshield.core.policy import Policy, PolicyError
-from sipshield.core.site import Site
+from sipshield.core.site import Site, TrunkSite
 from sipshield.edge.media import (
     MEDIA_METHODS,
     OUT_LEG_PARAM,
@@ -76,6 +77,10 @@ def _invite_source(ksr: Any) -> Source:
     )
 
 
+def _trunk_uri(trunk: TrunkSite) -> str:
+    return f"sip:{trunk.config.target};transport={trunk.config.transport}"
+
+
 class EdgeRouter:
     def __init__(
         self,
@@ -111,7 +116,7 @@ class EdgeRouter:
                 ],
             )
         self.trunk_by_domain = {
-            domain.lower(): f"sip:{trunk.config.target};transport={trunk.config.transport}"
+            domain.lower(): _trunk_uri(trunk)
             for trunk in site.trunks
             for domain in trunk.config.domains
         }
@@ -207,13 +212,22 @@ class EdgeRouter:
             self._sign_towards_outside(msg)
             self._relay(msg)
             return
-        trunk = self.trunk_by_domain.get((read_pv(k.pv, "$rd") or "").lower())
+        trunk = self._trunk_for()
         if trunk is None:
             remediation.reply(k, 404, "No Route")
             return
         k.setdsturi(trunk)
         self._sign_towards_outside(msg)
         self._relay(msg)
+
+    def _trunk_for(self) -> str | None:
+        """Where a request from the PBX leaves: the trunk of its domain, else of its number."""
+        pv = self.ksr.pv
+        by_domain = self.trunk_by_domain.get((read_pv(pv, "$rd") or "").lower())
+        if by_domain is not None:
+            return by_domain
+        by_number = self.site.trunk_for_number(read_pv(pv, "$rU") or "")
+        return _trunk_uri(by_number) if by_number is not None else None
 
     def _mark_nated_contact(self, test: int) -> None:
         """A party behind NAT gets ``;alias=source`` on its Contact, for handle_ruri_alias.

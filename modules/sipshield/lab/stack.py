@@ -1,4 +1,4 @@
-"""The lab: Redis, rtpengine, the sipshield SBC and a PBX, on loopback.
+"""The lab: Redis, rtpengine, the sipshield SBC, a PBX and a carrier, on loopback.
 
 ``up`` picks free ports, writes everything it generates into one directory
 (policy, TLS certificates, configuration, logs, ``lab.json``), starts the four
@@ -6,7 +6,9 @@ services and returns once each one answers.  ``down`` stops every process
 ``lab.json`` lists and waits until they are gone.  Two labs in two directories
 run side by side.  With ``rtpengine_redundancy`` the two rtpengines keep their
 calls in a Redis of their own, and a watcher hands a dead one's calls to the
-other (docs/media-redundancy.md).
+other (docs/media-redundancy.md).  The carrier is a trunk that answers calls
+to numbers (kamailio-cfg/carrier.cfg), named "lab-carrier" in the lab policy's
+trunks (docs/outbound-calls.md).
 """
 
 from __future__ import annotations
@@ -151,6 +153,11 @@ def _lab_policy(
         "tls": f"{sip_address}:{ports['tls']}",
     }
     data["peers"]["pbx"] = {"address": f"{host}:{ports['pbx']}", "transport": "udp"}
+    # Numbers go out to the lab's carrier, after any trunk the policy routes them to.
+    data["peers"]["trunks"] = [
+        *(t for t in data["peers"]["trunks"] if t["name"] != CARRIER),
+        {"name": CARRIER, "target": f"{host}:{ports[CARRIER]}", "numbers": [""]},
+    ]
     data["redis"]["url"] = f"redis://{host}:{ports['redis']}/0"
     if SENTINELS[0] in ports:
         # The master is whichever the sentinels name; a ban waits for the replica.
@@ -216,6 +223,8 @@ SENTINEL_SERVICE = "sipshield"
 # `lab up --rtpengine-redundancy`: the rtpengines' Redis and the takeover watcher.
 RTPENGINE_REDIS = "rtpengine-redis"
 MEDIA_TAKEOVER = "media-takeover"
+# The trunk that answers the lab's calls to numbers, and its name in the policy.
+CARRIER = "lab-carrier"
 
 
 @dataclass
@@ -287,6 +296,7 @@ def up(
         if plan.redundancy:
             _start_media_takeover(lab, plan)
         _start_pbx(lab, plan)
+        _start_carrier(lab, plan)
         _start_sbc(lab, plan, sbc_config, nat_keepalive_interval, sipdump)
     except BaseException:
         down(directory)
@@ -330,7 +340,8 @@ def _plan(
         )
     redis_group = (REPLICA, *SENTINELS) if redis_sentinel else ()
     media_group = (RTPENGINE_REDIS, *(_cli_name(e) for e in engines)) if redundancy else ()
-    ports = {name: free_port() for name in ("pbx", "redis", *redis_group, *engines, *media_group)}
+    services = ("pbx", CARRIER, "redis", *redis_group, *engines, *media_group)
+    ports = {name: free_port() for name in services}
     ports |= {name: free_port(sip_address) for name in ("sip", "tls")}
     names = ["localhost", DOMAIN, "127.0.0.1"]
     tls = make_lab_certificates(
@@ -362,12 +373,13 @@ def _write_configuration(plan: _Plan) -> None:
     )
     (directory / "tls.cfg").write_text(render_tls_cfg(plan.policy))
     shutil.copy(config_dir() / "pbx.cfg", directory / "pbx.cfg")
+    shutil.copy(config_dir() / "carrier.cfg", directory / "carrier.cfg")
     (directory / "pbx-users.cfg").write_text(
         "event_route[htable:mod-init] {\n"
         + "".join(f'\t$sht(users=>{u["username"]}) = "{u["password"]}";\n' for u in plan.users)
         + "}\n"
     )
-    for name in ("run-sbc", "run-pbx", "redis"):
+    for name in ("run-sbc", "run-pbx", "run-carrier", "redis"):
         (directory / name).mkdir(exist_ok=True)
     for name in (REPLICA, *SENTINELS, RTPENGINE_REDIS):
         if name in plan.ports:
@@ -405,6 +417,7 @@ def _describe(plan: _Plan) -> Lab:
         # Every rtpengine, first one included (more when the policy names more).
         "rtpengines": [_engine_entry(plan, index) for index in range(len(plan.engines))],
         "pbx": {"udp": f"{HOST}:{ports['pbx']}"},
+        "carrier": {"udp": f"{HOST}:{ports[CARRIER]}"},
         "domain": DOMAIN,
         "users": plan.users,
         "policy": str(plan.policy_file),
@@ -416,7 +429,7 @@ def _describe(plan: _Plan) -> Lab:
         },
         "logs": {
             name: str(plan.log(name))
-            for name in ("redis", *_redis_group(plan), *_media_group(plan), "pbx", "sbc")
+            for name in ("redis", *_redis_group(plan), *_media_group(plan), "pbx", "carrier", "sbc")
         },
         "pids": {},
         # How each service was started, so a test or an operator can restart one.
@@ -620,6 +633,15 @@ def _start_pbx(lab: Lab, plan: _Plan) -> None:
         argv += ["-A", define]
     proc = _start(lab, "pbx", argv)
     _wait("pbx", lambda: _udp_bound(ports["pbx"]), plan.log("pbx"), proc)
+
+
+def _start_carrier(lab: Lab, plan: _Plan) -> None:
+    directory, port = plan.directory, plan.ports[CARRIER]
+    argv = ["kamailio", "-f", str(directory / "carrier.cfg"), "-DD", "-E"]
+    argv += ["-w", str(directory), "-Y", str(directory / "run-carrier")]
+    argv += ["-A", f"CARRIER_LISTEN=udp:{HOST}:{port}"]
+    proc = _start(lab, "carrier", argv)
+    _wait("carrier", lambda: _udp_bound(port), plan.log("carrier"), proc)
 
 
 SBC_SHARED_MEMORY_MB = "256"

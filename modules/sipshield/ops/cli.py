@@ -73,6 +73,7 @@ def _print_lab(info: dict) -> None:
     for transport, address in info["sip"].items():
         print(f"  SBC SIP {transport:<4}     {address}")
     print(f"  PBX (inside)     udp {info['pbx']['udp']}  (reachable only through the SBC)")
+    print(f"  carrier (trunk)  udp {info['carrier']['udp']}  (answers calls to numbers)")
     print(f"  Redis            {info['redis']}")
     print(f"  rtpengine ng     {', '.join(e['ng'] for e in info['rtpengines'])}")
     if "rtpengine_redis" in info:
