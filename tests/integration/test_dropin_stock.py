@@ -105,6 +105,14 @@ def test_the_running_copy_is_the_stock_file_plus_the_edit(shielded, stock):
     assert "sipshield loaded policy" in shielded.log()
 
 
+def test_the_dropin_start_leaves_nat_handling_to_the_configuration(shielded):
+    # The stock file loads no nat_traversal: its NAT handling is its own
+    # (WITH_NAT), and sipshield does not route here, so there is nothing to warn about.
+    log = shielded.log()
+    assert "sipshield loaded policy" in log
+    assert "nat_traversal" not in log
+
+
 # --- the stock behaviour, with and without the drop-in -----------------------
 
 

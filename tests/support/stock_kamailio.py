@@ -19,7 +19,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import redis
 import yaml
 
 from sipshield.edge.dropin import add_to_native_config
+from sipshield.edge.kamailio_env import kamailio_environment
 from sipshield.lab.net import free_port
 from sipshield.lab.sip_probe import send_request
 from sipshield.lab.stack import config_dir, group_cpu_seconds, group_members
@@ -178,12 +178,7 @@ def start(
         }
         policy_file = directory / "policy.yaml"
         policy_file.write_text(yaml.safe_dump(full, sort_keys=False))
-        env = {
-            "SIPSHIELD_POLICY": str(policy_file),
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (sysconfig.get_paths()["purelib"], os.environ.get("PYTHONPATH")) if p
-            ),
-        }
+        env = kamailio_environment(str(policy_file))
         arguments += ["-A", f'SIPSHIELD_ENTRY="{cfg / "sipshield_kemi.py"}"']
     config = directory / "kamailio.cfg"
     config.write_text(text)

@@ -61,7 +61,7 @@ class Shield:
         reference configuration does; the policy's errors are in the log.
         """
         path = policy_path or os.environ.get("SIPSHIELD_POLICY", DEFAULT_POLICY)
-        handler = load_handler(ksr, path)
+        handler = load_handler(ksr, path, routes=False)
         if handler is None:
             raise RuntimeError(f"sipshield: invalid policy {path}; see the errors logged above")
         return cls(handler)

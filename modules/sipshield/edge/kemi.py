@@ -89,7 +89,7 @@ class Screening:
 
 
 class KemiHandler:
-    def __init__(self, ksr: Any, policy: Policy, source: str) -> None:
+    def __init__(self, ksr: Any, policy: Policy, source: str, *, routes: bool = True) -> None:
         self.ksr = ksr
         self.state = SharedState(policy.redis)
         # The decisions (bans) the chain makes and enforces, in Redis.
@@ -118,13 +118,19 @@ class KemiHandler:
         guard = self.pipeline.module("dialog_guard")
         # One key ring: the router signs with the keys dialog_guard verifies with.
         self.tokens = DialogTokens(guard.keys) if isinstance(guard, DialogGuard) else None
-        self.router = EdgeRouter(
-            policy,
-            self.site,
-            ksr,
-            self.screen_relay if relay_checked else None,
-            self.media,
-            self.tokens,
+        # sipshield's own routing, for the reference kamailio.cfg.  A drop-in
+        # has none: the operator's configuration routes (and handles NAT) itself.
+        self.router = (
+            EdgeRouter(
+                policy,
+                self.site,
+                ksr,
+                self.screen_relay if relay_checked else None,
+                self.media,
+                self.tokens,
+            )
+            if routes
+            else None
         )
         self.outbound_tls = OutboundTlsCheck(policy)
 
@@ -230,13 +236,14 @@ class KemiHandler:
 
     def ksr_request_route(self, msg: Any) -> int:
         view = self.view()
-        if not self.protect(view):
+        if not self.protect(view) and self.router is not None:
             self.router.route(view)
         return 1
 
     def ksr_reply_route(self, msg: Any) -> int:
         try:
-            self.router.on_reply()
+            if self.router is not None:
+                self.router.on_reply()
         except Exception:
             log.exception("sipshield core error in the reply route")
         return 1
@@ -353,12 +360,16 @@ class KemiHandler:
         return 1
 
 
-def load_handler(ksr: Any, policy_path: str) -> KemiHandler | None:
-    """Build the handler, or log why not and return None (Kamailio then refuses to start)."""
+def load_handler(ksr: Any, policy_path: str, *, routes: bool = True) -> KemiHandler | None:
+    """Build the handler, or log why not and return None (Kamailio then refuses to start).
+
+    ``routes`` is False where the configuration keeps its own routing (the
+    drop-in, an operator's KEMI script): sipshield only screens there.
+    """
     send_logging_to_kamailio(ksr)
     try:
         policy = load_policy(policy_path)
-        handler = KemiHandler(ksr, policy, policy_path)
+        handler = KemiHandler(ksr, policy, policy_path, routes=routes)
     except PolicyError as exc:
         for line in exc.errors:
             ksr.err(f"sipshield: invalid policy: {line}\n")

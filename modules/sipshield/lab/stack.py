@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import redis
 import yaml
 
 from sipshield.core.policy import Policy, load_policy
+from sipshield.edge.kamailio_env import kamailio_environment
 from sipshield.lab.net import free_port
 from sipshield.lab.sip_probe import send_request
 from sipshield.lab.tls_material import LabCertificates, make_lab_certificates
@@ -652,8 +652,6 @@ def _start_sbc(
 ) -> None:
     directory, ports, sip_address = plan.directory, plan.ports, plan.sip_address
     cfg = config_dir()
-    site_packages = sysconfig.get_paths()["purelib"]
-    python_path = os.pathsep.join(p for p in (site_packages, os.environ.get("PYTHONPATH", "")) if p)
     argv = ["kamailio", "-f", str(sbc_config.resolve() if sbc_config else cfg / "kamailio.cfg")]
     argv += ["-DD", "-E", "-w", str(directory), "-Y", str(directory / "run-sbc")]
     # Shared memory for a few hundred calls per second (tm's transactions and
@@ -681,8 +679,8 @@ def _start_sbc(
     if sipdump:
         (directory / "sipdump").mkdir(exist_ok=True)
         argv += ["-A", f'SIPDUMP_DIR="{directory / "sipdump"}"']
-    env = {"SIPSHIELD_POLICY": str(plan.policy_file), "PYTHONPATH": python_path}
-    proc = _start(lab, "sbc", argv, env)
+    # A clean PATH: the embedded Python finds its standard library through it.
+    proc = _start(lab, "sbc", argv, kamailio_environment(str(plan.policy_file)))
 
     def answers() -> bool:
         target = (sip_address, ports["sip"])
