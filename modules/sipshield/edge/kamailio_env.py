@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import sysconfig
 
-# Debian's /usr/bin/python3 is the interpreter libpython belongs to.
+# Debian's /usr/bin/python3 is the interpreter Kamailio's libpython belongs to.
+EMBEDDED_PYTHON = "/usr/bin/python3"
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -1,6 +1,7 @@
 """The ``sipshield`` command.
 
 sipshield policy check FILE
+sipshield dropin check CFG [-A NAME=VALUE ...] [--policy FILE] [--pythonpath DIR]
 sipshield lab up --policy FILE --dir DIR [--detach] [--rtpengine-redundancy]
 sipshield lab down --dir DIR
 sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -51,6 +53,18 @@ def _policy_check(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     names = ", ".join(f"{m.name}({m.mode})" for m in policy.modules) or "no modules"
     print(f"{args.file}: valid; modules: {names}")
+    return EXIT_OK
+
+
+def _dropin_check(args: argparse.Namespace) -> int:
+    from sipshield.ops.dropin_check import check
+
+    report = check(Path(args.config), args.define, args.policy, args.pythonpath)
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    if report.problems:
+        return EXIT_INVALID
+    print(f"{args.config}: {report.summary()}")
     return EXIT_OK
 
 
@@ -324,6 +338,27 @@ def build_parser() -> argparse.ArgumentParser:
     check = policy_commands.add_parser("check", help="validate a policy (exit 0 valid, 2 not)")
     check.add_argument("file")
     check.set_defaults(run=_policy_check)
+
+    dropin = commands.add_parser("dropin", help="sipshield in an existing kamailio.cfg")
+    dropin_commands = dropin.add_subparsers(dest="dropin_command", required=True)
+    dropin_check = dropin_commands.add_parser(
+        "check", help="what kamailio -c misses: include, route calls, entry, policy (exit 0/2)"
+    )
+    dropin_check.add_argument("config", help="your kamailio.cfg")
+    dropin_check.add_argument(
+        "-A", dest="define", action="append", default=[], metavar="NAME=VALUE",
+        help="a define Kamailio is started with (kamailio -A), as given to it",
+    )  # fmt: skip
+    dropin_check.add_argument(
+        "--policy",
+        default=os.environ.get("SIPSHIELD_POLICY", "/etc/sipshield/policy.yaml"),
+        help="Kamailio's SIPSHIELD_POLICY (default: $SIPSHIELD_POLICY, /etc/sipshield/policy.yaml)",
+    )
+    dropin_check.add_argument(
+        "--pythonpath",
+        help="Kamailio's PYTHONPATH (default: this sipshield's site-packages)",
+    )
+    dropin_check.set_defaults(run=_dropin_check)
 
     tls = commands.add_parser("tls-config", help="print Kamailio's tls.cfg for a policy")
     tls.add_argument("file", help="the policy")
