@@ -21,7 +21,7 @@ from .commands import (
 )
 from .errors import NgBadReply, NgError, NgTimeout
 from .reply import NgReply, holds_call, interpret_reply
-from .transport import UdpTransport
+from .transport import ExchangeObserver, UdpTransport
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +43,14 @@ class RtpengineClient:
         timeout: float = 1.0,
         retries: int = 2,
         dead_retry_interval: float = 30.0,
+        observer: ExchangeObserver | None = None,
     ) -> None:
         self.transport = UdpTransport(
-            instances, timeout=timeout, retries=retries, dead_retry_interval=dead_retry_interval
+            instances,
+            timeout=timeout,
+            retries=retries,
+            dead_retry_interval=dead_retry_interval,
+            observer=observer,
         )
 
     def ping(self, instance: Address | None = None) -> NgReply:

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from .address import Address, check_address, format_address
 from .codec import NgDict, match_reply
@@ -21,6 +22,14 @@ logger = logging.getLogger(__name__)
 
 # Larger than any UDP payload, so a reply is never silently truncated by recv().
 _RECV_SIZE = 65536
+
+
+class ExchangeObserver(Protocol):
+    """Told how each exchange went (metrics); called on the exchange's own path."""
+
+    def rtpengine_round_trip(self, command: str, seconds: float) -> None: ...
+
+    def rtpengine_failure(self, instance: str) -> None: ...
 
 
 def rendezvous_order(key: str, instances: Sequence[Address]) -> list[Address]:
@@ -47,9 +56,11 @@ class UdpTransport:
         retries: int = 2,
         dead_retry_interval: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        observer: ExchangeObserver | None = None,
     ) -> None:
         """``timeout`` is per attempt; each instance gets ``retries`` retransmissions before
-        it is marked dead for ``dead_retry_interval`` seconds (measured with ``clock``)."""
+        it is marked dead for ``dead_retry_interval`` seconds (measured with ``clock``).
+        ``observer`` hears of every answered and unanswered exchange."""
         if not instances:
             raise ValueError("at least one rtpengine instance is required")
         if timeout <= 0 or retries < 0 or dead_retry_interval < 0:
@@ -59,6 +70,7 @@ class UdpTransport:
         self.retries = retries
         self.dead_retry_interval = dead_retry_interval
         self._clock = clock
+        self.observer = observer
         self._dead_until: dict[Address, float] = {}
         # Sockets are opened on first use, never at import or construction time, so that
         # each Kamailio worker opens its own after fork (see _socket).
@@ -102,14 +114,19 @@ class UdpTransport:
                 raise NgUnavailable(command, self.instances)
         passed_over: tuple[Address, NgDict] | None = None
         for address in targets:
+            started = time.perf_counter()
             reply = self._exchange_one(address, cookie, datagram)
             if reply is not None:
+                if self.observer is not None:
+                    self.observer.rtpengine_round_trip(command, time.perf_counter() - started)
                 self._dead_until.pop(address, None)
                 if holds is None or holds(reply):
                     return address, reply
                 passed_over = passed_over or (address, reply)
                 continue
             self._dead_until[address] = self._clock() + self.dead_retry_interval
+            if self.observer is not None:
+                self.observer.rtpengine_failure(format_address(address))
             # A fresh socket on the next try carries no pending ICMP error or late replies.
             sock = self._sockets.pop(address, None)
             if sock is not None:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
+from sipshield.core.metrics import NO_METRICS, Metrics, scope_kind
 from sipshield.core.state import StateUnavailable
 
 log = logging.getLogger("sipshield.core.bans")
@@ -68,6 +69,8 @@ class BanRecord:
     # False while Redis could not take it: the worker enforces it and writes
     # it once Redis answers again (BanStore.add).
     stored: bool = True
+    # True when this call made the ban (not found already made by another worker or node).
+    new: bool = False
 
     @property
     def ttl_s(self) -> int:
@@ -133,8 +136,10 @@ class BanStore:
         settings: BanSettings,
         never_ban: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.state = state
+        self.metrics = metrics
         self.settings = settings
         self.never_ban = [ipaddress.ip_network(n, strict=False) for n in never_ban]
         self.clock = clock
@@ -185,6 +190,7 @@ class BanStore:
             if scope in {scope_key(held[0], held[3]) for held in self._held}:
                 pass  # held already: one offence, written once
             elif len(self._held) < MAX_HELD_BANS:
+                self.metrics.ban_added(scope, module)
                 # Its own expiry, not one counted from when Redis is back.
                 self._held.append((ip, reason, module, user, record.expires))
                 log.warning("redis unavailable: ban of %s held in this worker", scope)
@@ -194,6 +200,8 @@ class BanStore:
                     MAX_HELD_BANS,
                     scope,
                 )
+        if record.new:
+            self.metrics.ban_added(scope, module)
         self._cache[scope] = max(record.expires, self._cache.get(scope, 0.0))
         self._cache_changed()
         return record
@@ -226,7 +234,7 @@ class BanStore:
             offense = int(client.incr(offenses_key))
             client.expire(offenses_key, self.settings.offense_memory_s)
             ttl = ttl_s or escalated_ttl(self.settings, offense)
-            record = BanRecord(scope, reason, module, now, now + ttl, 0, offense)
+            record = BanRecord(scope, reason, module, now, now + ttl, 0, offense, new=True)
             pipe = client.pipeline(transaction=True)
             pipe.hset(
                 self.state.key("ban", scope),
@@ -245,7 +253,7 @@ class BanStore:
             # a busy system (found by make soak: one entry per ban, for ever).
             pipe.zremrangebyscore(self.index_key, "-inf", now)
             pipe.publish(self.channel, encode_change(scope, record.expires))
-            pipe.execute()
+            self.metrics.bans_expired(int(pipe.execute()[3]))
             if replicas and int(client.wait(replicas, wait_ms)) < replicas:
                 log.warning(
                     "ban of %s reached fewer than %d replicas in %d ms: a failover now could "
@@ -292,12 +300,33 @@ class BanStore:
         self._cache_changed()
         return bool(self.state.run(operation))
 
+    def census(self) -> dict[str, int]:
+        """Bans in force by scope kind, after removing the expired ones from the index.
+
+        One round trip; the timer process calls it.  ``ZREM`` tells each node
+        how many it removed itself, so an expiry is counted once in a cluster.
+        """
+        now = self.clock()
+
+        def operation(client: Any) -> tuple[int, list[str]]:
+            expired = client.zrangebyscore(self.index_key, "-inf", now)
+            removed = int(client.zrem(self.index_key, *expired)) if expired else 0
+            return removed, client.zrangebyscore(self.index_key, now, "+inf")
+
+        removed, live = self.state.run(operation)
+        self.metrics.bans_expired(removed)
+        counts: dict[str, int] = {}
+        for scope in live:
+            kind = scope_kind(scope)
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
     def list(self) -> list[BanRecord]:
         now = self.clock()
 
         def operation(client: Any) -> list[BanRecord]:
-            client.zremrangebyscore(self.index_key, "-inf", now)
-            scopes = client.zrange(self.index_key, 0, -1)
+            # Live ones only; expired entries are left to census, which counts them.
+            scopes = client.zrangebyscore(self.index_key, now, "+inf")
             pipe = client.pipeline(transaction=False)
             for scope in scopes:
                 pipe.hgetall(self.state.key("ban", scope))

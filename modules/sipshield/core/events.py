@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sipshield.core.metrics import NO_METRICS, Metrics
 from sipshield.core.policy import EventSettings
 from sipshield.core.state import SharedState, StateUnavailable
 from sipshield.sip.reply import ReplyFacts
@@ -65,8 +66,15 @@ class Event:
 
 
 class EventSink:
-    def __init__(self, settings: EventSettings, state: SharedState, node: str) -> None:
+    def __init__(
+        self,
+        settings: EventSettings,
+        state: SharedState,
+        node: str,
+        metrics: Metrics = NO_METRICS,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.state = state
         self.node = node
         self.stream_key = state.key(settings.stream)
@@ -95,13 +103,16 @@ class EventSink:
             event = Event(**{**asdict(event), "node": self.node})
         line = event.to_json()
         log.warning("event %s", line)
+        self.metrics.verdict(event.module, event.action, event.mode)
         fd = self._file()
         if fd is not None:
             os.write(fd, (line + "\n").encode("utf-8", errors="replace"))
         if self._pending.maxlen is not None and len(self._pending) == self._pending.maxlen:
             self._lost += 1
+            self.metrics.events_lost(1)
         self._pending.append(line)
-        self._flush()
+        if not self._flush():
+            self.metrics.event_buffered()
 
     @property
     def pending(self) -> int:
@@ -112,7 +123,8 @@ class EventSink:
         if self._pending and self.state.available_for_retry():
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Push what is pending to the stream; False when Redis did not take it."""
         pending = list(self._pending)
 
         def operation(client: Any) -> None:
@@ -129,9 +141,10 @@ class EventSink:
         try:
             self.state.run(operation)
         except StateUnavailable:
-            return
+            return False
         for _ in pending:
             self._pending.popleft()
         if self._lost:
             log.error("%d events did not reach the Redis stream (buffer full)", self._lost)
             self._lost = 0
+        return True

@@ -8,7 +8,9 @@ lazy view, run through the pipeline, and the decision applied in one place.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,8 @@ from sipshield.core import remediation
 from sipshield.core.bans import BanStore
 from sipshield.core.events import Event, EventSink
 from sipshield.core.hop import Hop
+from sipshield.core.metrics import NO_METRICS, Metrics
+from sipshield.core.node_gauges import NodeGauges
 from sipshield.core.pipeline import Pipeline
 from sipshield.core.policy import Policy, PolicyError, load_policy, never_banned
 from sipshield.core.site import Site
@@ -27,6 +31,12 @@ from sipshield.edge.edge_routing import EdgeRouter
 from sipshield.edge.htable_counters import TABLE, HtableCounters, table_declared
 from sipshield.edge.kamailio_log import send_logging_to_kamailio
 from sipshield.edge.media import MediaAnchor
+from sipshield.edge.prom_metrics import (
+    XhttpPromBackend,
+    on_metrics_listener,
+    prom_loaded,
+    serve_scrape,
+)
 from sipshield.sip.cert_names import pem_certificates
 from sipshield.sip.dialog_tokens import BRANCH_PARAM
 from sipshield.sip.ksr_message import KsrMessage
@@ -45,6 +55,7 @@ KEMI_CALLBACKS = (
     ONREPLY_ROUTE := "ksr_onreply_route",
     FAILURE_ROUTE := "ksr_failure_route",
     "ksr_timer",
+    "ksr_xhttp_event",
 )
 # Transaction flag: the replies go to the observing modules.  The reply route
 # is armed for media anchoring too, on transactions they must not count.
@@ -91,9 +102,13 @@ class Screening:
 class KemiHandler:
     def __init__(self, ksr: Any, policy: Policy, source: str, *, routes: bool = True) -> None:
         self.ksr = ksr
+        # Prometheus metrics, in Kamailio's xhttp_prom when the configuration
+        # loads it (METRICS defined); otherwise every update costs nothing.
+        self.metrics = Metrics(XhttpPromBackend(ksr)) if prom_loaded(ksr) else NO_METRICS
         self.state = SharedState(policy.redis)
         # The decisions (bans) the chain makes and enforces, in Redis.
-        self.state.decisions = BanStore(self.state, policy.bans, never_banned(policy))
+        bans = BanStore(self.state, policy.bans, never_banned(policy), metrics=self.metrics)
+        self.state.decisions = bans
         # Counts the node's workers share (flood), in the htable the configuration declares.
         if table_declared(ksr):
             self.state.node = HtableCounters(ksr)
@@ -103,7 +118,7 @@ class KemiHandler:
                 "(kamailio.cfg and the drop-in declare it; see docs/architecture.md)",
                 TABLE,
             )
-        self.events = EventSink(policy.events, self.state, policy.node)
+        self.events = EventSink(policy.events, self.state, policy.node, self.metrics)
         # Who is who (the PBX, the trunks): worked out once, carried by every view.
         self.site = Site.from_policy(policy)
         self.pipeline = Pipeline.build(policy, self.state, self.events, source, self.site)
@@ -111,8 +126,22 @@ class KemiHandler:
             None
             if policy.media is None
             else MediaAnchor(
-                policy.media, self.site, ksr, self.events, ONREPLY_ROUTE, FAILURE_ROUTE
+                policy.media,
+                self.site,
+                ksr,
+                self.events,
+                ONREPLY_ROUTE,
+                FAILURE_ROUTE,
+                self.metrics,
             )
+        )
+        self.gauges = NodeGauges(
+            self.metrics,
+            self.state,
+            bans,
+            policy_digest(source),
+            time.time(),
+            tuple(policy.media.rtpengine.ng) if policy.media is not None else (),
         )
         relay_checked = bool(self.pipeline.relay_stages)
         guard = self.pipeline.module("dialog_guard")
@@ -166,8 +195,11 @@ class KemiHandler:
             view = view or self.view()
             if self.trusts(view):
                 return Screening(blocked=False)
+            started = time.perf_counter()
             decision = self.pipeline.run(view)
-            if remediation.apply(decision, self.ksr):
+            blocked = remediation.apply(decision, self.ksr)
+            self.metrics.request_screened(view.method, blocked, time.perf_counter() - started)
+            if blocked:
                 return Screening(blocked=True, decision=decision)
             if arm_reply_route and self.pipeline.observes_replies and not view.in_dialog:
                 # Failed-auth and sweep counting read the final reply.
@@ -236,6 +268,10 @@ class KemiHandler:
 
     def ksr_request_route(self, msg: Any) -> int:
         view = self.view()
+        if self.metrics.enabled and view.transport == "tcp" and on_metrics_listener(self.ksr):
+            # SIP sent to the metrics listener is not routed: ending the route drops it.
+            log.info("SIP from %s:%s on the metrics listener dropped", view.src_ip, view.src_port)
+            return 1
         if not self.protect(view) and self.router is not None:
             self.router.route(view)
         return 1
@@ -325,6 +361,18 @@ class KemiHandler:
             self.pipeline.on_timer()
         except Exception:
             log.exception("sipshield core error in the timer process")
+        try:
+            self.gauges.tick()
+        except Exception:
+            log.exception("sipshield core error while measuring the node's gauges")
+        return 1
+
+    def ksr_xhttp_event(self, msg: Any, event_name: str = "") -> int:
+        """An HTTP request (xhttp): a Prometheus scrape on the metrics listener, or 404."""
+        try:
+            serve_scrape(self.ksr)
+        except Exception:
+            log.exception("sipshield core error while answering an HTTP request")
         return 1
 
     def sipshield_timer(self, msg: Any) -> int:
@@ -358,6 +406,15 @@ class KemiHandler:
             log.exception("sipshield: outbound TLS check failed; connection dropped")
             remediation.drop_connection(self.ksr)
         return 1
+
+
+def policy_digest(path: str) -> str:
+    """The policy file's identity in metrics: the start of its SHA-256."""
+    try:
+        with open(path, "rb") as policy_file:
+            return hashlib.sha256(policy_file.read()).hexdigest()[:12]
+    except OSError:
+        return "unknown"
 
 
 def load_handler(ksr: Any, policy_path: str, *, routes: bool = True) -> KemiHandler | None:

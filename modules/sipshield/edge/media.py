@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sipshield.core import remediation
 from sipshield.core.events import Event, EventSink
+from sipshield.core.metrics import NO_METRICS, Metrics
 from sipshield.core.site import split_host_port
 from sipshield.edge.media_policy import (
     UNAVAILABLE,
@@ -134,8 +135,10 @@ class MediaAnchor:
         events: EventSink | None,
         reply_route: str,
         failure_route: str,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.ksr = ksr
         self.events = events
         self.reply_route = reply_route
@@ -154,6 +157,7 @@ class MediaAnchor:
             timeout=ng.timeout_ms / 1000,
             retries=ng.retries,
             dead_retry_interval=ng.dead_retry_s,
+            observer=self.metrics if self.metrics.enabled else None,
         )
 
     def _client(self) -> RtpengineClient:
@@ -352,7 +356,8 @@ class MediaAnchor:
         except NgError as exc:
             self._report_reply(f"media not anchored in {status} reply: {exc}")
             return
-        remediation.rewrite_body(k, found, result.sdp)
+        if remediation.rewrite_body(k, found, result.sdp) and armed.initial and status >= 200:
+            self.metrics.call_anchored()
 
     def on_failure(self) -> None:
         """An initial INVITE armed by :meth:`arm` failed (Kamailio's failure route).

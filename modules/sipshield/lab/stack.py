@@ -340,7 +340,7 @@ def _plan(
         )
     redis_group = (REPLICA, *SENTINELS) if redis_sentinel else ()
     media_group = (RTPENGINE_REDIS, *(_cli_name(e) for e in engines)) if redundancy else ()
-    services = ("pbx", CARRIER, "redis", *redis_group, *engines, *media_group)
+    services = ("pbx", CARRIER, "redis", "metrics", *redis_group, *engines, *media_group)
     ports = {name: free_port() for name in services}
     ports |= {name: free_port(sip_address) for name in ("sip", "tls")}
     names = ["localhost", DOMAIN, "127.0.0.1"]
@@ -422,6 +422,8 @@ def _describe(plan: _Plan) -> Lab:
         "users": plan.users,
         "policy": str(plan.policy_file),
         "events": str(plan.directory / "events.jsonl"),
+        # Prometheus metrics of the SBC (docs/metrics.md).
+        "metrics": f"http://{HOST}:{ports['metrics']}/metrics",
         "tls": {
             "ca": str(plan.tls.ca_cert),
             "client_cert": str(plan.tls.client_cert),
@@ -662,6 +664,7 @@ def _start_sbc(
         f"SIP_TCP=tcp:{sip_address}:{ports['sip']}",
         f"SIP_TLS=tls:{sip_address}:{ports['tls']}",
         f'TLS_CFG="{directory / "tls.cfg"}"',
+        f"METRICS=tcp:{HOST}:{ports['metrics']}",
         f'SIPSHIELD_ENTRY="{cfg / "sipshield_kemi.py"}"',
         "WORKERS=2",
         f"NAT_KEEPALIVE_INTERVAL={nat_keepalive_interval}",

@@ -100,6 +100,7 @@ def _print_lab(info: dict) -> None:
     if crowd:
         print(f"                   and {crowd} numbered users for crowds (passwords in lab.json)")
     print(f"  events           {info['events']}")
+    print(f"  metrics          {info['metrics']}  (Prometheus)")
     print("  logs             " + "\n                   ".join(info["logs"].values()))
     from sipshield.core.policy import load_policy
     from sipshield.lab.calling import softphone_settings
