@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -135,6 +136,8 @@ def start(
     *,
     config: str | None = None,
     defines: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> StockKamailio:
     """Start the stock configuration; with a ``policy`` (a dict), with the drop-in.
 
@@ -142,14 +145,18 @@ def start(
     its own on a free port, ``events.jsonl`` in ``directory``, and an inside
     peer that never sends (the stock configuration has none).  ``config``
     runs that configuration text as it is instead (an operator's own, which
-    calls sipshield itself), with ``defines`` passed as ``-A NAME=VALUE``.
+    calls sipshield itself, or an edit made by hand), with ``defines`` passed
+    as ``-A NAME=VALUE`` and ``env`` as Kamailio's environment.  With ``user``
+    Kamailio runs as that user and group, as Debian's unit runs it.
     """
     directory = directory.resolve()
     (directory / "run").mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        shutil.chown(directory / "run", user, user)
     port = free_port()
     text = config if config is not None else stock_text()
     redis_server = None
-    env: dict[str, str] = {}
+    env = dict(env or {})
     arguments = [
         arg for name, value in (defines or {}).items() for arg in ("-A", f"{name}={value}")
     ]
@@ -185,6 +192,8 @@ def start(
     log = directory / "kamailio.log"
     argv = ["kamailio", "-f", str(config), "-DD", "-E", "-w", str(directory)]
     argv += ["-Y", str(directory / "run"), "-l", f"udp:{HOST}:{port}", "-n", str(workers)]
+    if user is not None:
+        argv += ["-u", user, "-g", user]
     proc = _spawn(argv + arguments, log, env)
     stock = StockKamailio(directory, port, config, proc, redis_server, redis_url)
     try:

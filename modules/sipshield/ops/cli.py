@@ -2,6 +2,7 @@
 
 sipshield policy check FILE
 sipshield dropin check CFG [-A NAME=VALUE ...] [--policy FILE] [--pythonpath DIR]
+sipshield install-dropin [--root DIR] [--policy FILE]
 sipshield lab up --policy FILE --dir DIR [--detach] [--rtpengine-redundancy]
 sipshield lab down --dir DIR
 sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
@@ -65,6 +66,23 @@ def _dropin_check(args: argparse.Namespace) -> int:
     if report.problems:
         return EXIT_INVALID
     print(f"{args.config}: {report.summary()}")
+    return EXIT_OK
+
+
+def _install_dropin(args: argparse.Namespace) -> int:
+    from sipshield.core.policy import PolicyError
+    from sipshield.lab.stack import LabError, config_dir
+    from sipshield.ops.install_dropin import InstallError, install
+
+    try:
+        policy = Path(args.policy) if args.policy else None
+        installation = install(Path(args.root), config_dir(), policy)
+    except PolicyError as exc:
+        return _report(exc)
+    except (InstallError, LabError, OSError) as exc:
+        print(f"sipshield install-dropin: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print("\n".join(installation.instructions()))
     return EXIT_OK
 
 
@@ -360,6 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kamailio's PYTHONPATH (default: this sipshield's site-packages)",
     )
     dropin_check.set_defaults(run=_dropin_check)
+
+    install_dropin = commands.add_parser(
+        "install-dropin",
+        help="install the drop-in, its entry, a policy, the events directory and "
+        "Kamailio's environment for a by-hand drop-in (docs/dropin.md)",
+    )
+    install_dropin.add_argument("--root", default="/", help="install under this directory")
+    install_dropin.add_argument(
+        "--policy", help="install this policy (default: keep yours, or the monitor starter)"
+    )
+    install_dropin.set_defaults(run=_install_dropin)
 
     tls = commands.add_parser("tls-config", help="print Kamailio's tls.cfg for a policy")
     tls.add_argument("file", help="the policy")
