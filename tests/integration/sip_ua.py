@@ -123,6 +123,8 @@ class UserAgent:
         # Requests that arrived while a response was awaited, oldest first
         # (a NOTIFY may overtake the 2xx of its SUBSCRIBE): next_request's.
         self.pending: list[SipMessage] = []
+        # Every datagram or TLS record received, as it came (the topology-hiding leak test).
+        self.received: list[bytes] = []
 
     @property
     def contact(self) -> str:
@@ -152,6 +154,7 @@ class UserAgent:
         if self.transport != "tls":
             while True:
                 data = self.sock.recv(65535)
+                self.received.append(data)
                 if data.strip():  # skip keepalives
                     return parse(data)
         while True:
@@ -162,6 +165,7 @@ class UserAgent:
                     self._buffer = rest[length:]
                     return parse(head + b"\r\n\r\n" + rest[:length])
             chunk = self.sock.recv(65535)
+            self.received.append(chunk)
             if not chunk:
                 raise ConnectionError("TLS connection closed")
             self._buffer = self._buffer.lstrip(b"\r\n") + chunk
@@ -512,8 +516,9 @@ class Answering:
             ("To", invite.header("From")),
             ("Call-ID", invite.header("Call-ID")),
             ("CSeq", "1 BYE"),
-            ("Route", ", ".join(invite.all("Record-Route"))),
         ]
+        if invite.all("Record-Route"):  # an empty route set sends no Route (RFC 3261 12.2.1.1)
+            headers.append(("Route", ", ".join(invite.all("Record-Route"))))
         return SipMessage(f"BYE {target} SIP/2.0", headers)
 
     def wait(self, timeout: float = 20) -> SipMessage:

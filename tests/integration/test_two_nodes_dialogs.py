@@ -64,10 +64,10 @@ def start_node_b(lab: RunningLab) -> Node:
     return node
 
 
-def _bound(port: int) -> bool:
+def _bound(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError as exc:
             return exc.errno == errno.EADDRINUSE
     return False
@@ -75,19 +75,20 @@ def _bound(port: int) -> bool:
 
 def restart_pbx_for(lab: RunningLab, sbc_ports: list[int]) -> None:
     """Restart the lab PBX so that it answers every SBC node (and still nobody else)."""
-    pbx_port = int(lab.info["pbx"]["udp"].rpartition(":")[2])
+    pbx_host, _, port = lab.info["pbx"]["udp"].rpartition(":")
+    pbx_port = int(port)
     nodes = "|".join(str(port) for port in sbc_ports)
     argv = [*lab.info["commands"]["pbx"], "-A", f'SBC_NODES="^127[.]0[.]0[.]1:({nodes})$"']
     old = lab.info["pids"]["pbx"]
     with contextlib.suppress(ProcessLookupError):
         os.killpg(old, signal.SIGKILL)
-    while group_members(old) or _bound(pbx_port):
+    while group_members(old) or _bound(pbx_host, pbx_port):
         time.sleep(0.05)
     with open(lab.info["logs"]["pbx"], "ab") as log:
         proc = subprocess.Popen(argv, cwd=lab.directory, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 20
-    while not _bound(pbx_port):
+    while not _bound(pbx_host, pbx_port):
         assert proc.poll() is None and time.monotonic() < deadline, lab.log("pbx")[-3000:]
         time.sleep(0.05)
     # `lab down` must stop the new PBX.

@@ -29,6 +29,7 @@ from sipshield.core.registry import BUILTIN_MODULES
 from sipshield.core.site import is_dialled_number
 from sipshield.core.state import RedisSettings
 from sipshield.edge.media_policy import MediaSettings
+from sipshield.edge.topology_hiding import TopologyHidingSettings
 from sipshield.ops.tls_config import DEFAULT_CIPHERS, weak_ciphers
 
 TlsVersion = Literal["1.2", "1.3"]
@@ -245,6 +246,9 @@ class Policy(_Strict):
     # Media anchoring in rtpengine and the media policy per peer class; None
     # leaves SDP untouched (see sipshield.edge.media_policy).
     media: MediaSettings | None = None
+    # What leaves towards the outside names nothing of the inside
+    # (docs/topology-hiding.md).
+    topology_hiding: TopologyHidingSettings = Field(default_factory=TopologyHidingSettings)
     # What a crash inside a module does to the request, unless the module says.
     on_module_error: FailureMode = "open"
     # The security modules, in the order they look at a request.

@@ -64,6 +64,12 @@ def drop_connection(ksr: Any) -> None:
     ksr.x.drop()
 
 
+def remove_headers(ksr: Any, names: tuple[str, ...]) -> None:
+    """Remove every header named in ``names`` from the message being handled."""
+    for name in names:
+        ksr.hdr.remove(name)
+
+
 def rewrite_body(ksr: Any, part: SdpPart, text: str, content_type: str = SDP_TYPE) -> bool:
     """Have Kamailio relay ``text`` in place of the part found at ``part`` (an SDP by default).
 

@@ -58,6 +58,8 @@ NAT_TEST_REPLY = 1
 # notifications): from behind NAT over UDP, its binding must be kept open.
 # TCP and TLS users keep their own connection open.
 KEEPALIVE_METHODS = ("REGISTER", "SUBSCRIBE")
+# Requests that Kamailio's topos never hides (they end at the registrar).
+TOPOS_SKIPS = ("REGISTER", "PUBLISH")
 # The host of the message's (first) Contact URI, request or reply.
 CONTACT_HOST = "$(ct{nameaddr.uri}{uri.host})"
 
@@ -106,6 +108,13 @@ class EdgeRouter:
                 "nat_traversal is not loaded: users registered from behind NAT get no keepalive"
             )
         self.site = site
+        # Topology hiding (Kamailio's topos) changes two things here.  An
+        # in-dialog request names the SBC itself in its Request-URI (topos's
+        # Contact): for a call that crosses the SBC twice (outside -> PBX ->
+        # outside), the one towards the PBX still does after topos restored it,
+        # which is not strict routing from a previous hop.  And topos hides
+        # only what is record-routed, dialog or not.
+        self.hides_topology = policy.topology_hiding.enabled
         self.record_route_address = policy.record_route_address
         if self.record_route_address and ksr.is_myself(f"sip:{self.record_route_address}") <= 0:
             raise PolicyError(
@@ -163,7 +172,7 @@ class EdgeRouter:
             # real one never has) to the media anchoring as an answer.
             k.tm.t_check_trans()
             return
-        if k.rr.loose_route() > 0:
+        if self._loose_route() > 0:
             if not msg.from_pbx:
                 self._mark_nated_contact(NAT_TEST_REQUEST)
                 # A refreshed subscription extends its keepalive.
@@ -183,6 +192,11 @@ class EdgeRouter:
         else:
             remediation.reply(k, 404, "Not Here")
 
+    def _loose_route(self) -> int:
+        if self.hides_topology:
+            return self.ksr.rr.loose_route_mode(1)
+        return self.ksr.rr.loose_route()
+
     def _route_from_outside(self, msg: SipRequest) -> None:
         k = self.ksr
         k.hdr.remove("Route")
@@ -196,6 +210,8 @@ class EdgeRouter:
             self._record_route()
             if self.tokens is not None:
                 self.tokens.sign_leg(k, msg, towards_outside=False)
+        elif self._hidden_outside_dialog(msg):
+            self._record_route()
         k.setdsturi(self.site.pbx_uri)
         self._relay(msg)
 
@@ -206,6 +222,8 @@ class EdgeRouter:
             if self.media is not None:
                 # In-dialog requests of this crossing find its media leg by this.
                 k.rr.add_rr_param(";" + OUT_LEG_PARAM)
+        elif self._hidden_outside_dialog(msg):
+            self._record_route()
         # The PBX preloads the Path it stored at registration; the "received"
         # parameter in it becomes the destination (NAT traversal).
         if k.rr.loose_route_preloaded() > 0:
@@ -228,6 +246,13 @@ class EdgeRouter:
             return by_domain
         by_number = self.site.trunk_for_number(read_pv(pv, "$rU") or "")
         return _trunk_uri(by_number) if by_number is not None else None
+
+    def _hidden_outside_dialog(self, msg: SipRequest) -> bool:
+        """A request outside a dialog that topos hides (MESSAGE, OPTIONS, NOTIFY...).
+
+        topos leaves REGISTER and PUBLISH alone: they end at the registrar.
+        """
+        return self.hides_topology and msg.method not in TOPOS_SKIPS
 
     def _mark_nated_contact(self, test: int) -> None:
         """A party behind NAT gets ``;alias=source`` on its Contact, for handle_ruri_alias.
@@ -262,13 +287,17 @@ class EdgeRouter:
         ):
             self.ksr.nat_traversal.nat_keepalive()
 
-    def on_reply(self) -> None:
-        """Every reply (Kamailio's core reply route): a callee behind NAT keeps reachable."""
+    def on_reply(self) -> bool:
+        """Every reply (Kamailio's core reply route): a callee behind NAT keeps reachable.
+
+        True when the reply comes from the PBX.
+        """
         k = self.ksr
         from_pbx = self.site.is_pbx(read_pv(k.pv, "$si") or "", int(k.pv.get("$sp") or 0))
         status = int(k.pv.get("$rs") or 0)
         if not from_pbx and 100 < status < 300:
             self._mark_nated_contact(NAT_TEST_REPLY)
+        return from_pbx
 
     def _record_route(self) -> None:
         # A cluster names its shared address, so any node takes the next request.

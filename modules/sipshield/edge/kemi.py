@@ -37,6 +37,7 @@ from sipshield.edge.prom_metrics import (
     prom_loaded,
     serve_scrape,
 )
+from sipshield.edge.topology_hiding import TopologyHiding
 from sipshield.sip.cert_names import pem_certificates
 from sipshield.sip.dialog_tokens import BRANCH_PARAM
 from sipshield.sip.ksr_message import KsrMessage
@@ -162,6 +163,7 @@ class KemiHandler:
             else None
         )
         self.outbound_tls = OutboundTlsCheck(policy)
+        self.hiding = TopologyHiding(policy.topology_hiding, ksr)
 
     def view(self) -> KsrMessage:
         """The current request, as the modules read it."""
@@ -273,13 +275,15 @@ class KemiHandler:
             log.info("SIP from %s:%s on the metrics listener dropped", view.src_ip, view.src_port)
             return 1
         if not self.protect(view) and self.router is not None:
+            self.hiding.strip_inside_headers(view.from_pbx)
             self.router.route(view)
         return 1
 
     def ksr_reply_route(self, msg: Any) -> int:
         try:
             if self.router is not None:
-                self.router.on_reply()
+                from_pbx = self.router.on_reply()
+                self.hiding.strip_inside_headers(from_pbx)
         except Exception:
             log.exception("sipshield core error in the reply route")
         return 1

@@ -33,6 +33,7 @@ import yaml
 
 from sipshield.core.policy import Policy, load_policy
 from sipshield.edge.kamailio_env import kamailio_environment
+from sipshield.edge.topology_hiding import topos_redis_server
 from sipshield.lab.net import free_port
 from sipshield.lab.sip_probe import send_request
 from sipshield.lab.tls_material import LabCertificates, make_lab_certificates
@@ -152,7 +153,7 @@ def _lab_policy(
         "tcp": f"{sip_address}:{ports['sip']}",
         "tls": f"{sip_address}:{ports['tls']}",
     }
-    data["peers"]["pbx"] = {"address": f"{host}:{ports['pbx']}", "transport": "udp"}
+    data["peers"]["pbx"] = {"address": f"{PBX_HOST}:{ports['pbx']}", "transport": "udp"}
     # Numbers go out to the lab's carrier, after any trunk the policy routes them to.
     data["peers"]["trunks"] = [
         *(t for t in data["peers"]["trunks"] if t["name"] != CARRIER),
@@ -215,7 +216,11 @@ def _udp_bound(port: int) -> bool:
     return False
 
 
-HOST = "127.0.0.1"  # where every service but the SBC's SIP listeners binds
+HOST = "127.0.0.1"  # where every service but the SBC's SIP listeners and the PBX binds
+# The inside PBX has an address of its own, as behind a real SBC: whatever
+# names it in a message that reaches an outside party is a topology leak
+# (docs/topology-hiding.md), which a shared 127.0.0.1 would hide.
+PBX_HOST = "127.0.0.50"
 # The Redis high-availability group of `lab up --redis-sentinel`.
 REPLICA = "redis-replica"
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
@@ -340,8 +345,9 @@ def _plan(
         )
     redis_group = (REPLICA, *SENTINELS) if redis_sentinel else ()
     media_group = (RTPENGINE_REDIS, *(_cli_name(e) for e in engines)) if redundancy else ()
-    services = ("pbx", CARRIER, "redis", "metrics", *redis_group, *engines, *media_group)
+    services = (CARRIER, "redis", "metrics", *redis_group, *engines, *media_group)
     ports = {name: free_port() for name in services}
+    ports["pbx"] = free_port(PBX_HOST)
     ports |= {name: free_port(sip_address) for name in ("sip", "tls")}
     names = ["localhost", DOMAIN, "127.0.0.1"]
     tls = make_lab_certificates(
@@ -416,7 +422,7 @@ def _describe(plan: _Plan) -> Lab:
         "rtp_ports": list(plan.port_blocks["rtpengine"]),
         # Every rtpengine, first one included (more when the policy names more).
         "rtpengines": [_engine_entry(plan, index) for index in range(len(plan.engines))],
-        "pbx": {"udp": f"{HOST}:{ports['pbx']}"},
+        "pbx": {"udp": f"{PBX_HOST}:{ports['pbx']}"},
         "carrier": {"udp": f"{HOST}:{ports[CARRIER]}"},
         "domain": DOMAIN,
         "users": plan.users,
@@ -626,7 +632,7 @@ def _start_pbx(lab: Lab, plan: _Plan) -> None:
     argv = ["kamailio", "-f", str(directory / "pbx.cfg"), "-DD", "-E"]
     argv += ["-w", str(directory), "-Y", str(directory / "run-pbx")]
     for define in (
-        f"PBX_LISTEN=udp:{HOST}:{ports['pbx']}",
+        f"PBX_LISTEN=udp:{PBX_HOST}:{ports['pbx']}",
         f'SBC_ADDR="{plan.sip_address}"',
         f"SBC_PORT={ports['sip']}",
         f"DOMAIN_NAME={DOMAIN}",
@@ -669,8 +675,8 @@ def _start_sbc(
         "WORKERS=2",
         f"NAT_KEEPALIVE_INTERVAL={nat_keepalive_interval}",
         # For reference configurations that route natively (benchmarks).
-        f'PBX_URI="sip:{HOST}:{ports["pbx"]};transport=udp"',
-        f'PBX_ADDR="{HOST}"',
+        f'PBX_URI="sip:{PBX_HOST}:{ports["pbx"]};transport=udp"',
+        f'PBX_ADDR="{PBX_HOST}"',
         f"PBX_PORT={ports['pbx']}",
     ):
         argv += ["-A", define]
@@ -679,6 +685,8 @@ def _start_sbc(
         # the lab's rtpengines, as one rtpengine_sock set.
         engines = " ".join(f"udp:{address}" for address in plan.policy.media.rtpengine.ng)
         argv += ["-A", f'RTPENGINE_NG="{engines}"']
+    if plan.policy.topology_hiding.enabled:
+        argv += ["-A", f'TOPOS_REDIS="{topos_redis_server(plan.policy.redis.url)}"']
     if sipdump:
         (directory / "sipdump").mkdir(exist_ok=True)
         argv += ["-A", f'SIPDUMP_DIR="{directory / "sipdump"}"']

@@ -1,0 +1,125 @@
+"""Topology hiding: what leaves towards the outside names nothing of the inside.
+
+Kamailio's ``topos`` module does the routing headers (docs/topology-hiding.md):
+on every message it sends it replaces Via, Record-Route and Contact with the
+SBC's own and keeps the originals in Redis (``topos_redis``), so the next
+request of a dialog gets them back on any node that shares that Redis.  It
+works beneath the routing logic, so sipshield's Python (dialog tokens
+included) still sees full messages.  What topos does not do, this class does:
+it removes the headers that name the inside's software or host (Server,
+User-Agent, Warning, Organization, per policy) from what the PBX sends out.
+The policy and kamailio.cfg must agree (topos loaded exactly when hiding is
+on): the router then routes in-dialog requests as topos leaves them.
+
+SDP ``o=`` and ``c=`` are rewritten by the media anchoring (rtpengine's
+``replace-origin``/``session-connection``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from sipshield.core import remediation
+from sipshield.core.policy_types import PolicyError
+
+# The ndb_redis server that kamailio.cfg's topos_redis uses.
+TOPOS_SERVER = "topos"
+_TOKEN = re.compile(r"^[A-Za-z0-9!%'*+.^_`|~-]+$")
+# Headers the SIP exchange itself needs: stripping them would break calls.
+# The routing ones among them are topos's business, not a list's.
+_NEEDED = frozenset(
+    name.lower()
+    for name in (
+        "Via",
+        "Route",
+        "Record-Route",
+        "Contact",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Max-Forwards",
+        "Content-Length",
+        "Content-Type",
+        "WWW-Authenticate",
+        "Proxy-Authenticate",
+        "Authorization",
+        "Proxy-Authorization",
+        "Event",
+        "Subscription-State",
+        "Refer-To",
+        "Replaces",
+        "Expires",
+    )
+)
+
+
+def _header_name(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"{value!r} is not a SIP header name")
+    if value.lower() in _NEEDED:
+        raise ValueError(f"{value} is needed by SIP itself and cannot be stripped")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+
+
+class TopologyHidingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Hide the inside from what goes out; needs kamailio.cfg's topos
+    # (define TOPOS_REDIS), or Kamailio refuses to start.
+    enabled: bool = False
+    # Headers removed from what the PBX sends out: they name its software,
+    # its host or its organisation.
+    strip_headers: list[HeaderName] = Field(
+        default_factory=lambda: ["Server", "User-Agent", "Warning", "Organization"]
+    )
+
+
+class TopologyHiding:
+    """What KEMI's handler asks about hiding: one instance per Kamailio worker."""
+
+    def __init__(self, settings: TopologyHidingSettings, ksr: Any) -> None:
+        self.enabled = settings.enabled
+        self.strip_headers = tuple(settings.strip_headers)
+        self.ksr = ksr
+        topos_loaded = hasattr(ksr, "topos")
+        if self.enabled and not topos_loaded:
+            raise PolicyError(
+                "topology_hiding",
+                [
+                    "topology_hiding.enabled: Kamailio's topos module is not loaded; "
+                    "define TOPOS_REDIS in kamailio.cfg (see docs/topology-hiding.md)"
+                ],
+            )
+        if topos_loaded and not self.enabled:
+            # topos would hide anyway, and the routing would not expect it.
+            raise PolicyError(
+                "topology_hiding",
+                [
+                    "topology_hiding.enabled is false but kamailio.cfg loads topos "
+                    "(TOPOS_REDIS is defined); turn one on or the other off"
+                ],
+            )
+
+    def strip_inside_headers(self, from_pbx: bool) -> None:
+        """Remove the policy's headers from a message the PBX sent (request or reply)."""
+        if self.enabled and from_pbx:
+            remediation.remove_headers(self.ksr, self.strip_headers)
+
+
+def topos_redis_server(redis_url: str) -> str:
+    """kamailio.cfg's TOPOS_REDIS for the policy's Redis URL (an ndb_redis server named "topos")."""
+    url = urlsplit(redis_url)
+    database = url.path.strip("/") or "0"
+    fields = [f"name={TOPOS_SERVER}", f"addr={url.hostname}", f"port={url.port or 6379}"]
+    fields.append(f"db={database}")
+    if url.password:
+        fields.append(f"pass={url.password}")
+    return ";".join(fields)

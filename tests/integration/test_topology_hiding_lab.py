@@ -1,0 +1,353 @@
+"""The leak test: nothing of the inside reaches an outside party (docs/topology-hiding.md).
+
+The lab PBX has its own address (127.0.0.50) and names itself the way PBXs
+do (Server and User-Agent with its software and version, Warning with its
+address).  A corpus of flows runs through the SBC between outside user
+agents, each flow checking its own outcome, and every byte each outside
+party received is searched for the PBX's address, its port and its software
+string.  With topology hiding on, none is found; the same corpus with hiding
+off finds them, so the search and the corpus can see a leak.
+
+Beside the leak, the records topos keeps in Redis are checked for what its
+issue tracker reports: every record expires (failed and cancelled calls
+included), and a re-INVITE does not extend a dialog's record (so the
+dialog lifetime must outlast the longest call; kamailio.cfg's default is 12 h).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from sipshield.lab.stack import LAB_NUMBERED_USERS
+from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
+from tests.integration.sip_ua import RtpPeer, SipMessage, UserAgent, sdp
+from tests.integration.test_lab_presence import WATCH_PRESENCE, in_dialog, notify_until
+
+pytestmark = pytest.mark.integration
+
+POLICY = """\
+domain: sipshield.lab
+peers:
+  pbx: {{address: 127.0.0.1:5090}}
+topology_hiding: {{enabled: {enabled}}}
+media:
+  rtpengine: {{ng: ["127.0.0.1:2223"]}}
+  users: {{srtp: optional}}
+modules:
+  - {{name: validation}}
+  - {{name: dialog_guard}}
+  - {{name: cancel_guard}}
+"""
+# Each party of each flow is a user of its own (the lab PBX forks to every binding).
+_USERS = iter(LAB_NUMBERED_USERS)
+# What topos keeps in Redis (topos_redis): dialog and branch records.
+TOPOS_KEYS = ("d:z:*", "b:x:*")
+# What kamailio.cfg keeps a dialog's record for (TOPOS_DIALOG_EXPIRE's default).
+DIALOG_LIFETIME_S = 43200
+
+
+def start_lab(directory: Path, enabled: bool) -> RunningLab:
+    (directory / "policy.yaml").write_text(POLICY.format(enabled=str(enabled).lower()))
+    return lab_up(directory / "policy.yaml", directory / "lab")
+
+
+@pytest.fixture(scope="module")
+def hidden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    lab = start_lab(tmp_path_factory.mktemp("hiding-on"), enabled=True)
+    yield lab
+    lab_down(lab)
+
+
+@pytest.fixture(scope="module")
+def visible(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    lab = start_lab(tmp_path_factory.mktemp("hiding-off"), enabled=False)
+    yield lab
+    lab_down(lab)
+
+
+@dataclass
+class Corpus:
+    """The outside parties of each flow, and the Call-IDs of its calls."""
+
+    lab: RunningLab
+    parties: dict[str, list[UserAgent]] = field(default_factory=dict)
+    call_ids: dict[str, list[str]] = field(default_factory=dict)
+    _next_ip: int = 10
+
+    def party(self, flow: str, register: bool = False) -> UserAgent:
+        """A new outside party: a user no other flow uses (no stale registration
+        to fork to), on its own address (a flow's bytes are its own)."""
+        user = next(_USERS)
+        self._next_ip += 1
+        ua = UserAgent(self.lab, user, ip=f"127.0.0.{self._next_ip}")
+        self.parties.setdefault(flow, []).append(ua)
+        if register:
+            assert ua.register() == 200, f"{flow}: {user} could not register"
+        return ua
+
+    def received(self, flow: str) -> bytes:
+        return b"".join(data for ua in self.parties[flow] for data in ua.received)
+
+    def close(self) -> None:
+        for uas in self.parties.values():
+            for ua in uas:
+                ua.close()
+
+
+def offer(ip: str = "127.0.0.1") -> str:
+    return sdp(RtpPeer().port, "RTP/AVP", ip)
+
+
+def answered_call(corpus: Corpus, flow: str):
+    callee_ua = corpus.party(flow, register=True)
+    caller_ua = corpus.party(flow)
+    answering = callee_ua.answer_in_background(offer())
+    call = caller_ua.call(callee_ua.user, offer())
+    assert call.reply is not None and call.reply.status == 200, (flow, call.reply)
+    assert answering.acked.wait(5), f"{flow}: the callee got no ACK"
+    corpus.call_ids.setdefault(flow, []).append(call.call_id)
+    return caller_ua, callee_ua, call, answering
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def in_dialog_request(call, method: str, *extra: tuple[str, str], body: str = "") -> SipMessage:
+    call.ua.cseq += 10
+    request = call._in_dialog(method, call.ua.cseq, body)
+    request.headers += list(extra)
+    return request
+
+
+# --- the flows: each asserts its own outcome ---------------------------------------
+
+
+def register(corpus: Corpus) -> None:
+    corpus.party("register", register=True)
+
+
+def call_hold_and_caller_hangs_up(corpus: Corpus) -> None:
+    flow = "call, hold, caller hangs up"
+    _, _, call, answering = answered_call(corpus, flow)
+    held = call.reinvite(offer() + "a=sendonly\r\n")
+    assert held.status == 200, held.start
+    assert call.bye() == 200
+    assert answering.done.wait(5) and answering.error is None, answering.error
+
+
+def call_the_other_way_and_callee_hangs_up(corpus: Corpus) -> None:
+    flow = "call the other way, callee hangs up"
+    caller, callee, call, answering = answered_call(corpus, flow)
+    callee.send(answering.bye())
+    bye = caller.next_request()
+    assert bye.method == "BYE" and bye.header("Call-ID") == call.call_id, bye.start
+    caller.reply(bye, 200, "OK")
+    # The callee's answering thread takes the BYE's 200 (and ignores it).
+    assert wait_until(lambda: any(b"CSeq: 1 BYE" in data for data in callee.received[-3:]))
+
+
+def blind_and_attended_transfer(corpus: Corpus) -> None:
+    flow = "blind and attended transfer (REFER, Replaces)"
+    caller, _, call, answering = answered_call(corpus, flow)
+    domain = corpus.lab.domain
+    target = next(_USERS)
+    caller.send(in_dialog_request(call, "REFER", ("Refer-To", f"<sip:{target}@{domain}>")))
+    assert caller.response().status == 200
+    replaces = f"{call.call_id}%3Bto-tag%3D{answering.ua.tag}%3Bfrom-tag%3D{caller.tag}"
+    attended = ("Refer-To", f"<sip:{target}@{domain}?Replaces={replaces}>")
+    caller.send(in_dialog_request(call, "REFER", attended))
+    assert caller.response().status == 200
+    assert call.bye() == 200
+
+
+def redirect(corpus: Corpus) -> None:
+    flow = "3xx redirect"
+    callee = corpus.party(flow, register=True)
+    caller = corpus.party(flow)
+    answering = callee.answer_in_background(offer(), status=302)
+    call = caller.call(callee.user, offer())
+    assert call.reply is not None and call.reply.status == 302, call.reply
+    answering.done.wait(5)
+    corpus.call_ids.setdefault(flow, []).append(call.call_id)
+
+
+def busy(corpus: Corpus) -> None:
+    flow = "a call that fails (486)"
+    callee = corpus.party(flow, register=True)
+    caller = corpus.party(flow)
+    answering = callee.answer_in_background(offer(), status=486)
+    call = caller.call(callee.user, offer())
+    assert call.reply is not None and call.reply.status == 486, call.reply
+    answering.done.wait(5)
+    corpus.call_ids.setdefault(flow, []).append(call.call_id)
+
+
+def cancelled(corpus: Corpus) -> None:
+    flow = "CANCEL"
+    callee = corpus.party(flow, register=True)
+    caller = corpus.party(flow)
+    answering = callee.answer_in_background(offer(), status=180)
+    call = caller.call(callee.user, offer(), cancel_on_ringing=True)
+    assert call.reply is not None and call.reply.status == 487, call.reply
+    assert answering.done.wait(5) and answering.cancelled
+    corpus.call_ids.setdefault(flow, []).append(call.call_id)
+
+
+def error_with_warning(corpus: Corpus) -> None:
+    # Nobody is registered as the callee: the PBX answers 404 itself, with its Warning.
+    flow = "an error from the PBX (404, Warning)"
+    caller = corpus.party(flow)
+    call = caller.call(next(_USERS), offer())
+    assert call.reply is not None and call.reply.status == 404, call.reply
+
+
+def messages(corpus: Corpus) -> None:
+    flow = "MESSAGE, plain and multipart"
+    recipient = corpus.party(flow, register=True)
+    sender = corpus.party(flow)
+    answering = recipient.answer_in_background(offer())  # answers each MESSAGE with 200
+    ruri = f"sip:{recipient.user}@{corpus.lab.domain}"
+    _, reply = sender.authenticated("MESSAGE", ruri, "hello", "text/plain")
+    assert reply.status == 200, reply.start
+    boundary = secrets.token_hex(8)
+    multipart = (
+        f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nhello again\r\n"
+        f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nsecond part\r\n--{boundary}--\r\n"
+    )
+    content_type = f"multipart/mixed;boundary={boundary}"
+    _, reply = sender.authenticated("MESSAGE", ruri, multipart, content_type)
+    assert reply.status == 200, reply.start
+    answering.done.wait(0)
+
+
+def subscribe_and_notify(corpus: Corpus) -> None:
+    flow = "SUBSCRIBE/NOTIFY (presence)"
+    watcher = corpus.party(flow)
+    presentity = f"sip:{next(_USERS)}@{corpus.lab.domain}"
+    subscribe, accepted = watcher.authenticated("SUBSCRIBE", presentity, extra=WATCH_PRESENCE)
+    assert accepted.status in (200, 202), accepted.start
+    notify_until(watcher, subscribe)
+    watcher.send(in_dialog(watcher, subscribe, accepted, ("Event", "presence"), ("Expires", "0")))
+    assert watcher.response().status in (200, 202)
+    notify_until(
+        watcher,
+        subscribe,
+        lambda notify: notify.header("Subscription-State").startswith("terminated"),
+    )
+
+
+FLOWS: tuple[Callable[[Corpus], None], ...] = (
+    register,
+    call_hold_and_caller_hangs_up,
+    call_the_other_way_and_callee_hangs_up,
+    blind_and_attended_transfer,
+    redirect,
+    busy,
+    cancelled,
+    error_with_warning,
+    messages,
+    subscribe_and_notify,
+)
+
+
+def run_corpus(lab: RunningLab) -> Corpus:
+    corpus = Corpus(lab)
+    try:
+        for flow in FLOWS:
+            flow(corpus)
+    finally:
+        corpus.close()
+    return corpus
+
+
+def inside_markers(lab: RunningLab) -> list[bytes]:
+    """What names the inside: the PBX's address, its port, its software."""
+    host, _, port = lab.info["pbx"]["udp"].rpartition(":")
+    return [host.encode(), f":{port}".encode(), b"kamailio"]
+
+
+def leaks(lab: RunningLab, corpus: Corpus) -> dict[str, list[str]]:
+    """For each flow, the lines an outside party received that name the inside."""
+    markers = inside_markers(lab)
+    found: dict[str, list[str]] = {}
+    for flow in corpus.parties:
+        lines = corpus.received(flow).splitlines()
+        hits = [line for line in lines if any(m in line.lower() for m in markers)]
+        if hits:
+            found[flow] = sorted({line.decode(errors="replace") for line in hits})
+    return found
+
+
+def test_nothing_of_the_inside_reaches_an_outside_party_with_hiding_on(hidden):
+    corpus = run_corpus(hidden)
+    assert len(corpus.parties) == len(FLOWS)
+    assert leaks(hidden, corpus) == {}
+    # The flows did go through the PBX: it saw every call.
+    for call_ids in corpus.call_ids.values():
+        assert all(hidden.pbx_saw(call_id) for call_id in call_ids)
+
+
+def test_the_same_corpus_leaks_the_inside_with_hiding_off(visible):
+    corpus = run_corpus(visible)
+    found = leaks(visible, corpus)
+    host, _, port = visible.info["pbx"]["udp"].rpartition(":")
+    seen = "\n".join(line for lines in found.values() for line in lines)
+    # The PBX's Via and Record-Route reach the callee, its software the caller.
+    assert re.search(rf"^Via: SIP/2.0/UDP {re.escape(host)}:{port};", seen, re.M), seen
+    assert re.search(rf"^Record-Route: <sip:{re.escape(host)}:{port};", seen, re.M), seen
+    assert "Server: kamailio (5.6" in seen
+    assert re.search(rf"^Warning: 392 {re.escape(host)}:{port} ", seen, re.M), seen
+    assert "register" in found and "call, hold, caller hangs up" in found
+
+
+def topos_keys(lab: RunningLab) -> list[str]:
+    return sorted(key for pattern in TOPOS_KEYS for key in lab.redis.scan_iter(pattern))
+
+
+def test_every_record_topos_keeps_expires_failed_and_cancelled_calls_included(hidden):
+    corpus = Corpus(hidden)
+    try:
+        busy(corpus)
+        cancelled(corpus)
+        redirect(corpus)
+    finally:
+        corpus.close()
+    keys = topos_keys(hidden)
+    assert keys, "topos stored nothing in the policy's Redis"
+    for call_id in (c for ids in corpus.call_ids.values() for c in ids):
+        assert any(hidden.redis.hget(key, "a_callid") == call_id for key in keys), (
+            f"no record of {call_id}"
+        )
+    assert [key for key in keys if hidden.redis.ttl(key) < 0] == []
+    assert max(hidden.redis.ttl(key) for key in keys) <= DIALOG_LIFETIME_S
+
+
+def test_a_reinvite_does_not_extend_a_dialog_record_and_the_call_still_ends(hidden):
+    corpus = Corpus(hidden)
+    try:
+        _, _, call, answering = answered_call(corpus, "long call")
+        records = [k for k in topos_keys(hidden) if k.startswith("d:z:")]
+        mine = [k for k in records if hidden.redis.hget(k, "a_callid") == call.call_id]
+        assert mine, f"no dialog record of {call.call_id}"
+        hidden.redis.expire(mine[0], 3600)  # as if the call had lasted 11 hours
+        assert call.reinvite(offer() + "a=sendonly\r\n").status == 200
+        # topos 5.6 does not refresh the record on a re-INVITE: the dialog
+        # lifetime (TOPOS_DIALOG_EXPIRE) must be longer than the longest call.
+        assert 0 < hidden.redis.ttl(mine[0]) <= 3600
+        assert call.bye() == 200
+        assert answering.done.wait(5) and answering.error is None, answering.error
+    finally:
+        corpus.close()
