@@ -40,7 +40,8 @@ modules:
   - {name: bans}
   - {name: flood, window_s: 10, limits: {options: 10}, ban_after: 3}
 """
-LISTENERS = ("SIP_UDP", "SIP_TCP", "SIP_TLS")
+# Each node binds its own: the SIP listeners and the metrics listener.
+LISTENERS = ("SIP_UDP", "SIP_TCP", "SIP_TLS", "METRICS")
 
 
 @dataclass
@@ -119,9 +120,10 @@ def node_b(
     ``policy_changes`` go into node B's copy of the lab policy, ``defines`` are
     extra ``-A NAME=VALUE`` pairs for its Kamailio.
     """
-    udp, tls = free_port(), free_port()
+    udp, tls, metrics = free_port(), free_port(), free_port()
     ports = {"SIP_UDP": f"udp:127.0.0.1:{udp}", "SIP_TCP": f"tcp:127.0.0.1:{udp}",
-             "SIP_TLS": f"tls:127.0.0.1:{tls}"}  # fmt: skip
+             "SIP_TLS": f"tls:127.0.0.1:{tls}",
+             "METRICS": f"tcp:127.0.0.1:{metrics}"}  # fmt: skip
     argv = list(lab.info["commands"]["sbc"])
     for index, value in enumerate(argv):
         name = value.split("=", 1)[0]
