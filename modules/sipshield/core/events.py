@@ -2,7 +2,8 @@
 
 An event is written to the file first, so nothing is lost when Redis is down;
 the copies meant for the stream wait in a bounded buffer and are flushed with
-the next event once Redis answers again.
+the next event once Redis answers again.  With ``events.syslog`` each event
+also goes to a syslog collector (:mod:`sipshield.core.syslog`, docs/events.md).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sipshield.core.event_formats import syslog_message
 from sipshield.core.metrics import NO_METRICS, Metrics
 from sipshield.core.policy import EventSettings
 from sipshield.core.state import SharedState, StateUnavailable
+from sipshield.core.syslog import SyslogSender
 from sipshield.sip.reply import ReplyFacts
 
 if TYPE_CHECKING:
@@ -81,6 +84,7 @@ class EventSink:
         self._pending: deque[str] = deque(maxlen=settings.buffer_while_down or None)
         self._lost = 0
         self._fd: int | None = None
+        self.syslog = None if settings.syslog is None else SyslogSender(settings.syslog)
 
     def _file(self) -> int | None:
         if self.settings.file is None:
@@ -97,6 +101,8 @@ class EventSink:
         if self._fd is not None:
             os.close(self._fd)
         self._fd = None
+        if self.syslog is not None:
+            self.syslog.reopen()
 
     def emit(self, event: Event) -> None:
         if not event.node:
@@ -107,6 +113,8 @@ class EventSink:
         fd = self._file()
         if fd is not None:
             os.write(fd, (line + "\n").encode("utf-8", errors="replace"))
+        if self.syslog is not None:
+            self.syslog.send(syslog_message(event, self.syslog.settings, os.getpid()))
         if self._pending.maxlen is not None and len(self._pending) == self._pending.maxlen:
             self._lost += 1
             self.metrics.events_lost(1)

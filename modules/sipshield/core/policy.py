@@ -28,6 +28,7 @@ from sipshield.core.policy_types import HostPort, Network, PolicyError, Transpor
 from sipshield.core.registry import BUILTIN_MODULES
 from sipshield.core.site import is_dialled_number
 from sipshield.core.state import RedisSettings
+from sipshield.core.syslog import SyslogSettings
 from sipshield.edge.media_policy import MediaSettings
 from sipshield.edge.topology_hiding import TopologyHidingSettings
 from sipshield.ops.tls_config import DEFAULT_CIPHERS, weak_ciphers
@@ -209,6 +210,8 @@ class EventSettings(_Strict):
     stream_maxlen: int = Field(default=100_000, gt=0)
     # Events kept in memory while Redis is down, flushed when it is back.
     buffer_while_down: int = Field(default=10_000, ge=0)
+    # Each event also as an RFC 5424 message to a syslog collector (docs/events.md).
+    syslog: SyslogSettings | None = None
 
 
 class PluginConfig(ModuleConfig):
