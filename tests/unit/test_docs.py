@@ -99,3 +99,11 @@ def test_the_readme_policy_is_the_starter_file_and_is_valid():
         ("scanner", "monitor"),
         ("brute_force", "monitor"),
     ]
+
+
+def test_every_page_of_the_manual_is_linked_from_the_readme():
+    readme = set(relative_links(REPO / "README.md"))
+    unlinked = [
+        f"docs/{page.name}" for page in REPO.glob("docs/*.md") if f"docs/{page.name}" not in readme
+    ]
+    assert unlinked == []
