@@ -6,6 +6,7 @@ sipshield install-dropin [--root DIR] [--policy FILE]
 sipshield lab up --policy FILE --dir DIR [--detach] [--rtpengine-redundancy]
 sipshield lab down --dir DIR
 sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
+                 [--module M] [--action A] [--source NET] [--user U]
 sipshield nft-sync (--lab DIR | --redis URL) [--prefix P] [--table NAME]
 sipshield media-takeover (--lab DIR | --redis URL --engine SPEC --engine SPEC)
 """
@@ -213,8 +214,10 @@ def _events(args: argparse.Namespace) -> int:
     import redis
 
     from sipshield.core.redis_connection import connect, safe_url
+    from sipshield.ops.event_filter import EventFilter
 
     settings = _redis_settings(args)
+    shown = EventFilter.from_args(args)
     # xread blocks for a second at a time: the socket waits longer than that.
     client = connect(settings, 5)
     url = safe_url(settings.url)
@@ -222,12 +225,14 @@ def _events(args: argparse.Namespace) -> int:
     try:
         last = "0"
         for entry_id, fields in client.xrange(stream, count=args.count):
-            print(fields["event"])
+            if shown.keeps(fields["event"]):
+                print(fields["event"])
             last = entry_id
         while args.follow:
             for _, entries in client.xread({stream: last}, block=1000) or []:
                 for entry_id, fields in entries:
-                    print(fields["event"], flush=True)
+                    if shown.keeps(fields["event"]):
+                        print(fields["event"], flush=True)
                     last = entry_id
     except redis.RedisError as exc:
         print(f"sipshield events: redis at {url}: {exc}", file=sys.stderr)
@@ -445,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--prefix", default="sipshield", help="the policy's redis.key_prefix")
     events.add_argument("--count", type=int, default=100, help="how many past events to show")
     events.add_argument("--follow", action="store_true", help="keep printing new events")
+    from sipshield.ops.event_filter import add_filter_options
+
+    add_filter_options(events)
     events.set_defaults(run=_events)
 
     bans = commands.add_parser("bans", help="list, add or remove bans (on every node)")
