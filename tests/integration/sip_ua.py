@@ -350,6 +350,29 @@ class UserAgent:
             call.ack()
         return call
 
+    def ring(self, callee: str, offer: str, timeout: float = 10.0) -> Call:
+        """INVITE ``callee`` (answering the PBX's 407) and return at its first 18x (or a
+        final response that came first): the call is still ringing, for ``Call.cancel``."""
+        ruri = f"sip:{callee}@{self.lab.domain}"
+        to = f"<{ruri}>"
+        call = Call(self, secrets.token_hex(10), ruri)
+        invite = self.request("INVITE", ruri, to, call.call_id, offer)
+        self.send(invite)
+        reply = self.response(timeout)
+        if reply.status == 407:
+            self._ack_failure(invite, reply)
+            self.cseq += 1
+            auth = self._credentials(reply.header("Proxy-Authenticate"), "INVITE", ruri)
+            invite = self.request(
+                "INVITE", ruri, to, call.call_id, offer, extra=[("Proxy-Authorization", auth)]
+            )
+            self.send(invite)
+            reply = self._ringing(timeout)
+        call.invite, call.reply = invite, reply
+        if reply.status >= 300:
+            self._ack_failure(invite, reply)
+        return call
+
     def _ringing(self, timeout: float) -> SipMessage:
         while True:
             msg = self.receive(timeout)
@@ -432,6 +455,16 @@ class Call:
     def bye(self) -> int:
         self.ua.send(self._in_dialog("BYE", self.ua.cseq + 10))
         return self.ua.response().status
+
+    def cancel(self, timeout: float = 10.0) -> SipMessage:
+        """CANCEL the ringing INVITE; its final response (487 when the CANCEL won), ACKed."""
+        assert self.invite is not None
+        self.ua.send(self.ua._cancel(self.invite))
+        reply = self.ua._final_of(self.invite, timeout)
+        self.reply = reply
+        if reply.status >= 300:
+            self.ua._ack_failure(self.invite, reply)
+        return reply
 
 
 class Answering:

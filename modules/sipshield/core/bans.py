@@ -15,7 +15,8 @@ every ``resync_interval_s`` and after Redis comes back.
 
 Scopes: ``ip:<address>`` bans a source; ``user:<address>:<user>`` bans one
 user from one source (brute force against one account from a busy NAT must
-not lock out its neighbours).
+not lock out its neighbours); ``account:<account>`` bans an account wherever
+it calls from (toll_fraud, which enforces it when the account calls out).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from sipshield.core.state import StateUnavailable
 
 log = logging.getLogger("sipshield.core.bans")
 
-Scope = Literal["ip", "user"]
+Scope = Literal["ip", "user", "account"]
 
 
 class BanSettings(BaseModel):
@@ -78,6 +79,7 @@ class BanRecord:
 
 
 USER_SCOPE = "user:"
+ACCOUNT_SCOPE = "account:"
 # How long a ban waits for its replicas (redis.replica_acks).
 WAIT_TIMEOUT_MS = 200
 # Bans one worker holds through an outage at most (a flood of new sources
@@ -87,7 +89,9 @@ MAX_HELD_BANS = 10000
 HELD_BANS_PER_RESYNC = 50
 
 
-def scope_key(ip: str, user: str = "") -> str:
+def scope_key(ip: str, user: str = "", account: str = "") -> str:
+    if account:
+        return f"{ACCOUNT_SCOPE}{account}"
     return f"{USER_SCOPE}{ip}:{user}" if user else f"ip:{ip}"
 
 
@@ -151,8 +155,8 @@ class BanStore:
         self._next_resync = 0.0
         self._pubsub: Any = None
         # Bans decided while Redis was unreachable, to write when it is back:
-        # (ip, reason, module, user, expires), oldest first.
-        self._held: list[tuple[str, str, str, str, float]] = []
+        # (ip, reason, module, user, expires, account), oldest first.
+        self._held: list[tuple[str, str, str, str, float, str]] = []
 
     def reset(self) -> None:
         """After a fork: resubscribe and reload in this process, on first use."""
@@ -168,31 +172,38 @@ class BanStore:
         return any(address in network for network in self.never_ban)
 
     def add(
-        self, ip: str, reason: str, module: str, user: str = "", ttl_s: int | None = None
+        self,
+        ip: str,
+        reason: str,
+        module: str,
+        user: str = "",
+        ttl_s: int | None = None,
+        account: str = "",
     ) -> BanRecord | None:
-        """Ban a source (or a user from a source); None when the source may not be banned.
+        """Ban a source (or a user from a source, or an account from anywhere); None when
+        the source may not be banned (an account ban does not depend on the source).
 
         Without ``ttl_s`` the TTL escalates with the source's recent offences.
         While Redis cannot take the ban, this worker enforces it at once and
         writes it when Redis answers again (``stored`` is False until then):
         a ban decided in an outage or a failover is not lost.
         """
-        if self.protected(ip):
+        if not account and self.protected(ip):
             log.warning("not banning %s (%s): it is allowlisted", ip, reason)
             return None
-        scope = scope_key(ip, user)
+        scope = scope_key(ip, user, account)
         now = self.clock()
         try:
-            record = self.state.run(self._writer(ip, reason, module, user, ttl_s, now))
+            record = self.state.run(self._writer(ip, reason, module, user, ttl_s, now, account))
         except StateUnavailable:
             ttl = ttl_s or escalated_ttl(self.settings, 1)
             record = BanRecord(scope, reason, module, now, now + ttl, stored=False)
-            if scope in {scope_key(held[0], held[3]) for held in self._held}:
+            if scope in {scope_key(held[0], held[3], held[5]) for held in self._held}:
                 pass  # held already: one offence, written once
             elif len(self._held) < MAX_HELD_BANS:
                 self.metrics.ban_added(scope, module)
                 # Its own expiry, not one counted from when Redis is back.
-                self._held.append((ip, reason, module, user, record.expires))
+                self._held.append((ip, reason, module, user, record.expires, account))
                 log.warning("redis unavailable: ban of %s held in this worker", scope)
             else:
                 log.error(
@@ -207,11 +218,19 @@ class BanStore:
         return record
 
     def _writer(
-        self, ip: str, reason: str, module: str, user: str, ttl_s: int | None, now: float
+        self,
+        ip: str,
+        reason: str,
+        module: str,
+        user: str,
+        ttl_s: int | None,
+        now: float,
+        account: str = "",
     ) -> Callable[[Any], BanRecord]:
         """The Redis operation that stores one ban (or finds it stored already)."""
-        scope = scope_key(ip, user)
-        offenses_key = self.state.key("offenses", ip)
+        scope = scope_key(ip, user, account)
+        # An account's offences are its own, not its address's.
+        offenses_key = self.state.key("offenses", scope if account else ip)
         replicas = self.state.settings.replica_acks
         # WAIT must give up before the socket does, or a lagging replica
         # would read as an outage of the master.
@@ -271,22 +290,21 @@ class BanStore:
         (inside a Redis operation, on a request's path: the rest on the next ones)."""
         now = self.clock()
         for _ in range(min(len(self._held), HELD_BANS_PER_RESYNC)):
-            ip, reason, module, user, expires = self._held[0]
+            ip, reason, module, user, expires, account = self._held[0]
+            scope = scope_key(ip, user, account)
             remaining = round(expires - now)
             if remaining > 0:
                 try:
-                    self._writer(ip, reason, module, user, remaining, now)(client)
-                    log.info("ban of %s held through the outage is now stored", scope_key(ip, user))
+                    self._writer(ip, reason, module, user, remaining, now, account)(client)
+                    log.info("ban of %s held through the outage is now stored", scope)
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     raise  # still unreachable: keep it for the next try
                 except Exception:  # one bad record must not block the others forever
-                    log.exception(
-                        "ban of %s held through the outage not stored", scope_key(ip, user)
-                    )
+                    log.exception("ban of %s held through the outage not stored", scope)
             self._held.pop(0)
 
-    def remove(self, ip: str, user: str = "") -> bool:
-        scope = scope_key(ip, user)
+    def remove(self, ip: str, user: str = "", account: str = "") -> bool:
+        scope = scope_key(ip, user, account)
 
         def operation(client: Any) -> bool:
             pipe = client.pipeline(transaction=True)
@@ -455,8 +473,8 @@ class BanStore:
             self._next_resync = now + self.settings.resync_interval_s
             return
         # Held bans not written yet are still enforced here.
-        for ip, _, _, user, expires in self._held:
-            scope = scope_key(ip, user)
+        for ip, _, _, user, expires, account in self._held:
+            scope = scope_key(ip, user, account)
             cache[scope] = max(expires, cache.get(scope, 0.0))
         self._cache = cache
         self._cache_changed()

@@ -27,12 +27,19 @@ class DecisionStore(Protocol):
         ...
 
     def add(
-        self, ip: str, reason: str, module: str, user: str = "", ttl_s: int | None = None
+        self,
+        ip: str,
+        reason: str,
+        module: str,
+        user: str = "",
+        ttl_s: int | None = None,
+        account: str = "",
     ) -> BanRecord | None:
-        """Ban a source (or a user from it); None when the source may not be banned."""
+        """Ban a source (or a user from it, or an account from anywhere); None when the
+        source may not be banned."""
         ...
 
-    def remove(self, ip: str, user: str = "") -> bool: ...
+    def remove(self, ip: str, user: str = "", account: str = "") -> bool: ...
 
     def list(self) -> list[BanRecord]: ...
 

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict
 from sipshield.core.verdict import CONTINUE
 
 if TYPE_CHECKING:
+    from sipshield.core.call_event import CallEvent
     from sipshield.core.hop import Hop
     from sipshield.core.site import Site
     from sipshield.core.state import SharedState
-    from sipshield.core.verdict import Ban, Outcome
+    from sipshield.core.verdict import Ban, Outcome, Verdict
     from sipshield.sip.message import SipRequest
     from sipshield.sip.reply import ReplyFacts
 
@@ -58,6 +59,8 @@ class SecurityModule(ABC):
     observes_replies: ClassVar[bool] = False
     # True for a module that also judges requests just before they are relayed.
     checks_relay: ClassVar[bool] = False
+    # True for a module that follows calls to their end (on_call).
+    observes_calls: ClassVar[bool] = False
     # True for a module with periodic work (on_timer).
     has_timer: ClassVar[bool] = False
     # The Config field ("drop" or "reject") that says how its droppable
@@ -85,6 +88,13 @@ class SecurityModule(ABC):
     def on_timer(self, state: SharedState) -> None:  # noqa: B027 - optional hook
         """Periodic work (merging counts into Redis): every 200 ms, in the node's
         timer process, never while a request waits.  Only called when ``has_timer``."""
+
+    def on_call(self, event: CallEvent, state: SharedState) -> Verdict | None:
+        """A tracked call was answered or is over; an Alert becomes an event.
+
+        Only called when ``observes_calls`` is True.
+        """
+        return None
 
     def observe_reply(self, reply: ReplyFacts, state: SharedState) -> Ban | None:
         """Look at a final reply to an initial request from outside; maybe ask for a ban.

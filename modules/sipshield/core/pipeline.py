@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from sipshield.core.call_event import CallEvent
 from sipshield.core.events import Event, EventSink
 from sipshield.core.hop import Hop
 from sipshield.core.module import FailureMode, Mode, ModuleConfig, ModuleDisabled, SecurityModule
@@ -271,11 +272,12 @@ class Pipeline:
     def _decide_ban(self, stage: Stage, subject: SipRequest | ReplyFacts, ban: Ban) -> str:
         """The decision step: store the ban with its TTL; return the reason for the event."""
         user = ban.user if ban.scope == "user" else ""
+        account = ban.user if ban.scope == "account" else ""
         if self.state.decisions is None:
             return f"{ban.reason}; ban not stored (no decision store)"
         try:
             record = self.state.decisions.add(
-                subject.src_ip, ban.reason, stage.name, user, ban.ttl_s
+                subject.src_ip, ban.reason, stage.name, user, ban.ttl_s, account=account
             )
         except StateUnavailable:
             return f"{ban.reason}; ban not stored (redis unavailable)"
@@ -323,6 +325,51 @@ class Pipeline:
                 self._emit(stage, reply, ban.action, ban.reason, "monitor")
                 continue
             self._emit(stage, reply, ban.action, self._decide_ban(stage, reply, ban), "enforce")
+
+    @property
+    def observes_calls(self) -> bool:
+        return any(stage.module.observes_calls for stage in self.stages)
+
+    def call_event(self, event: CallEvent) -> None:
+        """Tell the modules that follow calls that one was answered or is over."""
+        for stage in self.stages:
+            if not stage.module.observes_calls:
+                continue
+            try:
+                verdict = stage.module.on_call(event, self.state)
+            except StateUnavailable:
+                continue
+            except Exception as exc:
+                log.error(
+                    "module %s failed on the %s call %s: %s",
+                    stage.name,
+                    event.kind,
+                    event.call_id,
+                    exc,
+                    exc_info=exc,
+                )
+                verdict = Alert(f"{type(exc).__name__}: {exc}")
+                self._emit_call(stage, event, "error", verdict.reason, "enforce")
+                continue
+            if verdict is not None:
+                self._emit_call(stage, event, verdict.action, verdict.reason, stage.mode)
+
+    def _emit_call(
+        self, stage: Stage, event: CallEvent, action: str, reason: str, mode: str
+    ) -> None:
+        try:
+            self.events.emit(
+                Event(
+                    module=stage.name,
+                    action=action,
+                    src=f"{event.src_ip}:{event.src_port}",
+                    reason=reason,
+                    call_id=event.call_id,
+                    mode=mode,
+                )
+            )
+        except Exception:
+            log.exception("could not write the event of module %s", stage.name)
 
     def _crashed(
         self, stage: Stage, msg: SipRequest, problem: str, exc: BaseException | None

@@ -25,6 +25,7 @@ from sipshield.checks.registration_guard import RegistrationGuard
 from sipshield.checks.scanner import ScannerDetection
 from sipshield.checks.sdes_guard import SdesGuard
 from sipshield.checks.tls_policy import TlsPolicy
+from sipshield.checks.toll_fraud.toll_fraud import TollFraud
 from sipshield.checks.validation import SipValidation
 from sipshield.core.module import SecurityModule
 
@@ -50,5 +51,6 @@ BUILTIN_MODULES: dict[str, type[SecurityModule]] = {
         ImLinks,
         Spit,
         PresencePrivacy,
+        TollFraud,
     )
 }

@@ -36,6 +36,9 @@ def apply(decision: Decision, ksr: Any) -> bool:
             ksr.hdr.append_to_reply(f"{name}: {_UNSAFE.sub('', value)}\r\n")
         ksr.sl.send_reply(verdict.code, reply_phrase(verdict))
         return True
+    if isinstance(verdict, Ban) and verdict.code is not None:
+        ksr.sl.send_reply(verdict.code, reply_phrase(Reject("", verdict.code, verdict.phrase)))
+        return True
     # Ending the route without relaying or replying discards a dropped request;
     # a banned source learns nothing either.
     if isinstance(verdict, Drop | Ban):

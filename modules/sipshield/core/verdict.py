@@ -121,15 +121,20 @@ class Rewrite(Verdict):
 
 @dataclass(frozen=True)
 class Ban(Verdict):
-    """Ban the source (``scope="ip"``) or the user from that source (``"user"``).
+    """Ban the source (``scope="ip"``), the user from that source (``"user"``), or an
+    account wherever it calls from (``"account"``, ``user`` naming it).
 
-    The request is dropped, and the decision step (:mod:`sipshield.core.bans`) sets
-    the TTL, which grows with repeat offences, unless ``ttl_s`` is given.
+    The request is dropped, or answered with ``code`` when one is given (a
+    call from the PBX, which would only retransmit a dropped one), and the
+    decision step (:mod:`sipshield.core.bans`) sets the TTL, which grows with
+    repeat offences, unless ``ttl_s`` is given.
     """
 
-    scope: Literal["ip", "user"] = "ip"
+    scope: Literal["ip", "user", "account"] = "ip"
     user: str = ""
     ttl_s: int | None = None
+    code: int | None = None
+    phrase: str = ""
 
 
 Outcome = _Continue | Verdict

@@ -103,6 +103,8 @@ class EdgeRouter:
         # Keepalive OPTIONS to users behind NAT, sent by Kamailio's nat_traversal
         # (loaded by the reference kamailio.cfg; KSR has it only when loaded).
         self.nat_keepalive = hasattr(ksr, "nat_traversal")
+        # Calls out through trunks are tracked by the dialog module, when loaded.
+        self.track_calls = hasattr(ksr, "dialog")
         if not self.nat_keepalive:
             log.warning(
                 "nat_traversal is not loaded: users registered from behind NAT get no keepalive"
@@ -236,6 +238,11 @@ class EdgeRouter:
             return
         k.setdsturi(trunk)
         self._sign_towards_outside(msg)
+        if self.track_calls and msg.method == "INVITE":
+            # Kamailio's dialog module follows the call out: its answer, its
+            # end (a BYE, or its timeout, which it ends with BYEs) and its
+            # failure reach the modules that count calls (ksr_dialog_event).
+            k.dialog.dlg_manage()
         self._relay(msg)
 
     def _trunk_for(self) -> str | None:

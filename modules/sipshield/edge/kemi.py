@@ -18,6 +18,7 @@ from sipshield.checks.dialog_guard import DIALOG_FORMING, DialogGuard, DialogTok
 from sipshield.checks.tls_policy import OutboundTlsCheck
 from sipshield.core import remediation
 from sipshield.core.bans import BanStore
+from sipshield.core.call_event import DIALOG_EVENTS, CallEvent
 from sipshield.core.events import Event, EventSink
 from sipshield.core.hop import Hop
 from sipshield.core.metrics import NO_METRICS, Metrics
@@ -57,6 +58,7 @@ KEMI_CALLBACKS = (
     FAILURE_ROUTE := "ksr_failure_route",
     "ksr_timer",
     "ksr_xhttp_event",
+    "ksr_dialog_event",
 )
 # Transaction flag: the replies go to the observing modules.  The reply route
 # is armed for media anchoring too, on transactions they must not count.
@@ -377,6 +379,20 @@ class KemiHandler:
             serve_scrape(self.ksr)
         except Exception:
             log.exception("sipshield core error while answering an HTTP request")
+        return 1
+
+    def ksr_dialog_event(self, msg: Any, event_name: str) -> int:
+        """The dialog module: a call the router tracks was answered, ended or failed."""
+        kind = DIALOG_EVENTS.get(event_name)
+        if kind is None or not self.pipeline.observes_calls:
+            return 1
+        try:
+            pv = self.ksr.pv
+            call_id = str(pv.get("$dlg(callid)") or pv.get("$ci") or "")
+            source = (str(pv.get("$si") or ""), int(pv.get("$sp") or 0))
+            self.pipeline.call_event(CallEvent(kind, call_id, *source))
+        except Exception:
+            log.exception("sipshield core error on the dialog event %s", event_name)
         return 1
 
     def sipshield_timer(self, msg: Any) -> int:

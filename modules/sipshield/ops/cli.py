@@ -255,6 +255,9 @@ def _bans(args: argparse.Namespace) -> int:
     from sipshield.core.state import StateUnavailable
 
     store = _ban_store(args)
+    if args.bans_command != "list" and bool(args.ip) == bool(args.account):
+        print(f"sipshield bans {args.bans_command}: give an address or --account", file=sys.stderr)
+        return EXIT_INVALID
     try:
         if args.bans_command == "list":
             now = time.time()
@@ -268,14 +271,17 @@ def _bans(args: argparse.Namespace) -> int:
                     f"[{r.module}] {r.reason}"
                 )
         elif args.bans_command == "add":
-            record = store.add(args.ip, args.reason, "manual", args.user or "", args.ttl)
+            record = store.add(
+                args.ip or "", args.reason, "manual", args.user or "", args.ttl, args.account or ""
+            )
             if record is not None and not record.stored:
                 # Held in this process only, which ends now: nobody would enforce it.
                 raise StateUnavailable("the ban was not stored")
             print(f"banned {record.scope} for {record.ttl_s}s" if record else "not banned")
         else:
-            removed = store.remove(args.ip, args.user or "")
-            print(f"unbanned {args.ip}" if removed else f"{args.ip} was not banned")
+            removed = store.remove(args.ip or "", args.user or "", args.account or "")
+            what = args.account or args.ip
+            print(f"unbanned {what}" if removed else f"{what} was not banned")
     except StateUnavailable as exc:
         print(f"sipshield bans: redis unavailable: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -465,8 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     bans_commands.add_parser("list", help="active bans with reason, age and expiry")
     for verb in ("add", "remove"):
         command = bans_commands.add_parser(verb, help=f"{verb} a ban")
-        command.add_argument("ip")
+        command.add_argument("ip", nargs="?", help="the source address (not with --account)")
         command.add_argument("--user", help="only this user from this address")
+        command.add_argument("--account", help="an account, from anywhere (toll_fraud's bans)")
         if verb == "add":
             command.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
             command.add_argument("--reason", default="manual ban", help="shown in bans list")
