@@ -66,8 +66,18 @@ def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
-def up(name: str, target: Target, directory: Path, stage_dir: Path | None = None) -> BenchLab:
+def up(
+    name: str,
+    target: Target,
+    directory: Path,
+    stage_dir: Path | None = None,
+    metrics: bool = False,
+) -> BenchLab:
+    """A lab of ``target``; without ``metrics`` as deployed by default (no metrics listener:
+    bench.metrics_bench measures what it costs)."""
     argv = ["up", "--policy", str(target.policy), "--dir", str(directory), "--detach"]
+    if not metrics:
+        argv.append("--no-metrics")
     if target.sbc_config is not None:
         argv += ["--sbc-config", str(target.sbc_config)]
     env = dict(target.environment)

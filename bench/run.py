@@ -38,6 +38,7 @@ from bench import (
     kernel_flood,
     labs,
     media_bench,
+    metrics_bench,
     report,
     stock_dropin,
 )
@@ -63,7 +64,7 @@ PARTS_HELP = (
     "comma-separated parts: comparison numbers (1-based: "
     + "; ".join(f"{n} {c.ours}" for n, c in enumerate(COMPARISONS, 1))
     + "; the floors always run with them), 'capacity', 'stages', 'dropin', 'kernel',"
-    " 'media'; default all"
+    " 'media', 'content', 'metrics'; default all"
 )
 
 
@@ -145,6 +146,10 @@ def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]
         result = content_bench.measure(quick)
         return content_bench.report(result), result.as_json()
 
+    def metrics() -> tuple[str, Any]:
+        result = metrics_bench.measure(quick)
+        return metrics_bench.report(result), result.as_json()
+
     def media() -> tuple[str, Any]:
         result = media_bench.measure(quick)
         return "\n".join(media_bench.report_lines(result)), result
@@ -154,6 +159,7 @@ def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]
         "kernel": ("a banned flood, kernel enforcement off and on", kernel),
         "media": ("SRTP call setup and rtpengine capacity", media),
         "content": ("content inspection of MESSAGE and NOTIFY", content),
+        "metrics": ("the Prometheus metrics, off and on", metrics),
     }
 
 

@@ -246,6 +246,7 @@ class _Plan:
     tls: LabCertificates
     users: list[dict[str, str]]
     redundancy: bool = False
+    metrics: bool = True
 
     @property
     def policy_file(self) -> Path:
@@ -264,6 +265,7 @@ def up(
     redis_sentinel: bool = False,
     sipdump: bool = False,
     rtpengine_redundancy: bool = False,
+    metrics: bool = True,
 ) -> Lab:
     """Start the lab; ``sbc_config`` replaces sipshield's kamailio.cfg (benchmark references).
 
@@ -277,7 +279,8 @@ def up(
     source, to text files in the lab's ``sipdump`` folder (before any parsing).
     ``rtpengine_redundancy`` (a policy with two ng addresses) gives the pair of
     rtpengines a Redis for their calls and starts the watcher that hands a
-    dead one's calls to the other.
+    dead one's calls to the other.  ``metrics`` turns the SBC's Prometheus
+    listener on (docs/metrics.md).
     """
     directory = _claim(directory)
     _require_tools()
@@ -288,6 +291,7 @@ def up(
         sip_address,
         redis_sentinel,
         rtpengine_redundancy,
+        metrics,
     )
     _write_configuration(plan)
     lab = _describe(plan)
@@ -337,6 +341,7 @@ def _plan(
     sip_address: str,
     redis_sentinel: bool = False,
     redundancy: bool = False,
+    metrics: bool = True,
 ) -> _Plan:
     engines = [_ng_name(i) for i in range(rtpengine_count(policy))]
     if redundancy and (policy.media is None or len(engines) != 2):
@@ -367,6 +372,7 @@ def _plan(
             for name in LAB_USERS + LAB_NUMBERED_USERS
         ],
         redundancy=redundancy,
+        metrics=metrics,
     )
 
 
@@ -429,7 +435,7 @@ def _describe(plan: _Plan) -> Lab:
         "policy": str(plan.policy_file),
         "events": str(plan.directory / "events.jsonl"),
         # Prometheus metrics of the SBC (docs/metrics.md).
-        "metrics": f"http://{HOST}:{ports['metrics']}/metrics",
+        "metrics": f"http://{HOST}:{ports['metrics']}/metrics" if plan.metrics else None,
         "tls": {
             "ca": str(plan.tls.ca_cert),
             "client_cert": str(plan.tls.client_cert),
@@ -670,7 +676,6 @@ def _start_sbc(
         f"SIP_TCP=tcp:{sip_address}:{ports['sip']}",
         f"SIP_TLS=tls:{sip_address}:{ports['tls']}",
         f'TLS_CFG="{directory / "tls.cfg"}"',
-        f"METRICS=tcp:{HOST}:{ports['metrics']}",
         f'SIPSHIELD_ENTRY="{cfg / "sipshield_kemi.py"}"',
         "WORKERS=2",
         f"NAT_KEEPALIVE_INTERVAL={nat_keepalive_interval}",
@@ -687,6 +692,8 @@ def _start_sbc(
         argv += ["-A", f'RTPENGINE_NG="{engines}"']
     if plan.policy.topology_hiding.enabled:
         argv += ["-A", f'TOPOS_REDIS="{topos_redis_server(plan.policy.redis.url)}"']
+    if plan.metrics:
+        argv += ["-A", f"METRICS=tcp:{HOST}:{ports['metrics']}"]
     if sipdump:
         (directory / "sipdump").mkdir(exist_ok=True)
         argv += ["-A", f'SIPDUMP_DIR="{directory / "sipdump"}"']

@@ -119,7 +119,8 @@ def _print_lab(info: dict) -> None:
     if crowd:
         print(f"                   and {crowd} numbered users for crowds (passwords in lab.json)")
     print(f"  events           {info['events']}")
-    print(f"  metrics          {info['metrics']}  (Prometheus)")
+    if info.get("metrics"):
+        print(f"  metrics          {info['metrics']}  (Prometheus)")
     print("  logs             " + "\n                   ".join(info["logs"].values()))
     from sipshield.core.policy import load_policy
     from sipshield.lab.calling import softphone_settings
@@ -163,6 +164,7 @@ def _lab(args: argparse.Namespace) -> int:
             redis_sentinel=args.redis_sentinel,
             sipdump=args.sipdump,
             rtpengine_redundancy=args.rtpengine_redundancy,
+            metrics=not args.no_metrics,
         )
     except PolicyError as exc:
         return _report(exc)
@@ -435,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the policy's two rtpengines keep their calls in Redis; when one dies, the other "
         "takes its calls over, media ports included",
+    )
+    lab_up.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="no Prometheus metrics listener on the SBC (benchmarks of the default configuration)",
     )
     lab_up.add_argument(
         "--nat-keepalive-interval",
