@@ -1,6 +1,7 @@
 """The native drop-in: its routes name real handler methods, the edit is exact, and the
 replies Kamailio sends itself are observed as the request they answer."""
 
+import ast
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from sipshield.edge.dropin import (
     remove_from_native_config,
 )
 from sipshield.edge.kemi import DROPIN_ENTRY_POINTS, ROUTE_BLOCKED, KemiHandler
+from sipshield.ops.dropin_check import DROPIN_START
 from sipshield.sip.message import RawSipMessage
 from sipshield.sip.reply import ReplyFacts, RoutedRequest
 from tests.conftest import REPO
@@ -207,3 +209,12 @@ def test_a_keepalive_answered_to_no_user_is_no_success_but_its_failures_count():
     assert ReplyFacts.from_local_reply(local_reply(200, cseq="2 OPTIONS"), request) is None
     assert ReplyFacts.from_local_reply(local_reply(484, cseq="2 OPTIONS"), request).status == 484
     assert ReplyFacts.from_local_reply(local_reply(200), routed()).status == 200
+
+
+def test_the_snippet_starts_sipshield_with_a_function_the_entry_has():
+    # app_python3 calls the function by name; a typo would stop Kamailio at start.
+    (named,) = re.findall(r'modparam\("app_python3", "mod_init_function", "(\w+)"\)', SNIPPET)
+    entry = ast.parse((REPO / "kamailio-cfg" / "sipshield_kemi.py").read_text())
+    functions = {node.name for node in entry.body if isinstance(node, ast.FunctionDef)}
+    assert named == DROPIN_START
+    assert {"mod_init", named} <= functions
