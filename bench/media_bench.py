@@ -49,11 +49,11 @@ from bench.cpu import group_cpu_ns
 from bench.stats import Spread, percentile
 from sipshield.edge.media_policy import PeerMedia, Side, answer_options, plan_offer
 from sipshield.lab import stack as sblab
+from sipshield.lab.sip_ua import Answering, UserAgent, sdp
 from sipshield.lab.stack import group_cpu_seconds
 from sipshield.rtpengine import RtpengineClient
 from sipshield.sip.sdp import SdpFacts
 from tests.integration.lab_fixture import RunningLab
-from tests.integration.sip_ua import Answering, UserAgent, sdp
 
 REPO = Path(__file__).resolve().parent.parent
 NATIVE_MEDIA = REPO / "bench" / "native-media.cfg"

@@ -1,7 +1,7 @@
 """Messaging peers for lab tests: a registered phone that keeps what it receives,
 and a sender that answers the PBX's digest challenge.
 
-Built on :mod:`tests.integration.sip_ua`: the phone is a :class:`UserAgent`
+Built on :mod:`sipshield.lab.sip_ua`: the phone is a :class:`UserAgent`
 whose socket a thread reads, answering every request 200 (202 for SUBSCRIBE)
 and keeping it by Call-ID, so a test can ask what arrived, byte for byte.
 """
@@ -14,8 +14,8 @@ import secrets
 import threading
 import time
 
+from sipshield.lab.sip_ua import SipMessage, UserAgent, parse
 from tests.integration.lab_fixture import RunningLab
-from tests.integration.sip_ua import SipMessage, UserAgent, parse
 
 _CSEQ = re.compile(rb"(?im)^(CSeq:\s*)(\d+)")
 

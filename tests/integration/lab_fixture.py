@@ -37,6 +37,10 @@ class RunningLab:
     def domain(self) -> str:
         return self.info["domain"]
 
+    @property
+    def tls_ca(self) -> str:
+        return self.info["tls"]["ca"]
+
     def sip(self, transport: str = "udp") -> tuple[str, int]:
         return _split(self.info["sip"][transport])
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from sipshield.lab.sip_ua import UserAgent, sdp
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
-from tests.integration.sip_ua import UserAgent, sdp
 
 pytestmark = pytest.mark.integration
 

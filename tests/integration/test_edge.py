@@ -6,8 +6,8 @@ import pytest
 
 from sipshield.lab.net import free_port
 from sipshield.lab.sip_probe import send_request
+from sipshield.lab.sip_ua import RtpPeer, UserAgent, sdp
 from tests.integration.lab_fixture import RunningLab
-from tests.integration.sip_ua import RtpPeer, UserAgent, sdp
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from sipshield.lab.net import free_port
+from sipshield.lab.sip_ua import RtpPeer, UserAgent, sdp
 from sipshield.lab.sipp import SippResult, SippServer, run_sipp
 from sipshield.sip.dialog_tokens import rotate_key_file
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
-from tests.integration.sip_ua import RtpPeer, UserAgent, sdp
 
 pytestmark = pytest.mark.integration
 

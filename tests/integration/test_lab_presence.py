@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from sipshield.lab.sip_ua import SipMessage, UserAgent
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import SipMessage, UserAgent
 
 pytestmark = pytest.mark.integration
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import pylibsrtp
 import pytest
 
+from sipshield.lab.sip_ua import Call, RtpPeer, UserAgent, media_address, media_port, sdp
 from sipshield.rtpengine import RtpengineClient
 from tests.integration.dtls_peer import SRTP_PROFILE, DtlsPeer, Identity, fingerprint
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import Call, RtpPeer, UserAgent, media_address, media_port, sdp
 
 pytestmark = pytest.mark.integration
 

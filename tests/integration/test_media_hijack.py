@@ -8,15 +8,14 @@ INVITE's Via) but sends from its own address.
 from __future__ import annotations
 
 import re
-import secrets
 import socket
 from collections.abc import Iterator
 
 import pytest
 
+from sipshield.lab.sip_ua import RtpPeer, SipMessage, UserAgent, parse, sdp
 from sipshield.rtpengine import RtpengineClient
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
-from tests.integration.sip_ua import RtpPeer, SipMessage, UserAgent, parse, sdp
 
 pytestmark = pytest.mark.integration
 
@@ -70,32 +69,15 @@ def _send_as_attacker(lab: RunningLab, message: SipMessage) -> SipMessage | None
         sock.close()
 
 
-def _challenged_invite(caller: UserAgent, callee: str, call_id: str) -> SipMessage:
-    """INVITE, answer the PBX's 407, INVITE again: the INVITE that now rings."""
-    ruri = f"sip:{callee}@{caller.lab.domain}"
-    offer = sdp(RtpPeer().port)
-    invite = caller.request("INVITE", ruri, f"<{ruri}>", call_id, offer)
-    caller.send(invite)
-    challenge = caller.response()
-    assert challenge.status == 407, challenge
-    caller._ack_failure(invite, challenge)
-    caller.cseq += 1
-    auth = caller._credentials(challenge.header("Proxy-Authenticate"), "INVITE", ruri)
-    invite = caller.request(
-        "INVITE", ruri, f"<{ruri}>", call_id, offer, extra=[("Proxy-Authorization", auth)]
-    )
-    caller.send(invite)
-    return invite
-
-
 def test_a_forged_cancel_is_refused_before_it_frees_the_ringing_calls_media(lab):
     callee = UserAgent(lab, "u1001", ip="127.0.0.81")
     assert callee.register() == 200
     ringing = callee.answer_in_background(sdp(RtpPeer().port), status=180)
     caller = UserAgent(lab, "u1002", ip="127.0.0.82")
-    call_id = secrets.token_hex(10)
-    invite = _challenged_invite(caller, "u1001", call_id)
-    assert caller._ringing(5).status == 180
+    ringing_call = caller.ring("u1001", sdp(RtpPeer().port))
+    assert ringing_call.reply is not None and ringing_call.reply.status == 180
+    call_id, invite = ringing_call.call_id, ringing_call.invite
+    assert invite is not None
     assert _legs(lab, call_id) == {call_id, call_id + "~out"}
 
     # The INVITE's own Via, From, To, Call-ID and CSeq, from another address.

@@ -1,6 +1,6 @@
 """Media anchoring through the real SBC, PBX and rtpengine: SDP, RTP, SRTP policy, teardown.
 
-Calls are made by :mod:`tests.integration.sip_ua` (chosen SDP, the far end's
+Calls are made by :mod:`sipshield.lab.sip_ua` (chosen SDP, the far end's
 SDP visible); RTP is sent with plain UDP sockets to the ports rtpengine
 announced.  The PBX is a proxy, so a call between two users crosses the SBC
 twice: rtpengine holds the legs as ``Call-ID`` and ``Call-ID~out``.
@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import pylibsrtp
 import pytest
 
+from sipshield.lab.sip_ua import RtpPeer, UserAgent, media_address, media_port, sdp, talk
 from sipshield.rtpengine import RtpengineClient
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import RtpPeer, UserAgent, media_address, media_port, sdp
 from tests.support.srtp_suites import WEAK_SUITES
 
 pytestmark = pytest.mark.integration
@@ -115,20 +115,6 @@ def _register(lab: RunningLab, user: str, transport: str = "udp", ip: str = "127
     return ua
 
 
-def _talk(*speakers: tuple[RtpPeer, tuple[str, int], int], seconds: float = 5.0) -> None:
-    """Each (socket, relay port, SSRC) sends RTP at 50 packets/s for ``seconds``.
-
-    Long enough for rtpengine 10.5, which commits to a media source with the
-    first packet 3-4 s (whole seconds) after the last signalling; strict
-    source applies from then on.
-    """
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for media, target, ssrc in speakers:
-            media.send(target, ssrc=ssrc, count=1)
-        time.sleep(0.02)
-
-
 def test_call_media_is_anchored_flows_resists_injection_and_is_torn_down(media_lab):
     lab = media_lab
     callee = _register(lab, "bob")
@@ -153,7 +139,7 @@ def test_call_media_is_anchored_flows_resists_injection_and_is_torn_down(media_l
     # RTP flows both ways through the relay (latched despite the private SDP address).
     to_bob = ("127.0.0.1", media_port(seen_by_alice))
     to_alice = ("127.0.0.1", media_port(seen_by_bob))
-    _talk((alice_media, to_bob, 0xA11CE), (bob_media, to_alice, 0xB0B))
+    talk((alice_media, to_bob, 0xA11CE), (bob_media, to_alice, 0xB0B))
     assert bob_media.receive(), "no RTP from alice reached bob"
     assert alice_media.receive(), "no RTP from bob reached alice"
 
@@ -208,7 +194,7 @@ def test_a_forked_call_keeps_the_media_of_the_branch_that_answered(media_lab):
 
     to_desk = ("127.0.0.1", media_port(call.reply.body))
     to_caller = ("127.0.0.1", media_port(seen_by_desk))
-    _talk((caller_media, to_desk, 0xCA11), (desk_media, to_caller, 0xDE5C))
+    talk((caller_media, to_desk, 0xCA11), (desk_media, to_caller, 0xDE5C))
     assert desk_media.receive(), "no RTP from the caller reached the device that answered"
     assert caller_media.receive(), "no RTP from the device that answered reached the caller"
     assert call.bye() == 200

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sipshield.rtpengine import RtpengineClient
-from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import (
+from sipshield.lab.sip_ua import (
     Call,
     RtpPeer,
     SipMessage,
@@ -31,6 +29,8 @@ from tests.integration.sip_ua import (
     parse,
     sdp,
 )
+from sipshield.rtpengine import RtpengineClient
+from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Transfer policy (refer_policy) on REFERs that cross the real SBC inside real calls.
 
-Each test sets up a call between two lab users with :mod:`tests.integration.sip_ua`
+Each test sets up a call between two lab users with :mod:`sipshield.lab.sip_ua`
 (caller -> SBC -> PBX -> SBC -> callee, every hop record-routed), then sends
 in-dialog REFERs from the caller along the dialog's route set.  The callee
 accepts every REFER it receives (202) and keeps it, so a test sees both sides:
@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from sipshield.lab.sip_ua import Answering, Call, SipMessage, UserAgent, sdp
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import Answering, Call, SipMessage, UserAgent, sdp
 
 pytestmark = pytest.mark.integration
 

@@ -30,10 +30,10 @@ import pytest
 import redis
 
 from sipshield.lab.net import free_port
+from sipshield.lab.sip_ua import RtpPeer, UserAgent, media_port, sdp
 from sipshield.lab.stack import _port_blocks
 from sipshield.rtpengine import MediaOptions, NgError, RtpengineClient, rendezvous_order
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import RtpPeer, UserAgent, media_port, sdp
 
 pytestmark = pytest.mark.integration
 

@@ -32,9 +32,9 @@ import pytest
 import yaml
 
 from sipshield.lab.sip_probe import send_request
+from sipshield.lab.sip_ua import UserAgent, sdp
 from sipshield.lab.stack import group_members
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import UserAgent, sdp
 from tests.integration.test_two_nodes import Node, node_b
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sipshield.lab.net import free_port
-from sipshield.lab.sip_probe import _read_final_status
+from sipshield.lab.sip_probe import read_final_status
 
 
 def client_context(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
@@ -56,7 +56,7 @@ def tls_request(
             sock.sendall(build(sock.getsockname()[:2]))
         except OSError:
             return None
-        return _read_final_status(sock, timeout)
+        return read_final_status(sock, timeout)
 
 
 class TlsTunnel:

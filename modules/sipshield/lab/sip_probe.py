@@ -11,6 +11,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ")
@@ -49,14 +50,31 @@ def send_request(
     timeout: float = 2.0,
     source_ip: str = "127.0.0.1",
     tls_ca: Path | None = None,
+    open_socket: Callable[[int], socket.socket] | None = None,
 ) -> int | None:
     """Send one request and return the final status, or None when nothing came back.
 
     ``build`` is the raw request; None sends an OPTIONS to the target itself.
     Over TLS the server certificate is verified against ``tls_ca``.
+    ``open_socket`` makes the (unbound) socket: the selftest's guard.
     """
+    replies = exchange(target, build, transport, timeout, source_ip, tls_ca, open_socket)
+    return final_status(replies)
+
+
+def exchange(
+    target: tuple[str, int],
+    build: bytes | None = None,
+    transport: str = "udp",
+    timeout: float = 2.0,
+    source_ip: str = "127.0.0.1",
+    tls_ca: Path | None = None,
+    open_socket: Callable[[int], socket.socket] | None = None,
+) -> bytes:
+    """Like :func:`send_request`, but everything read up to the final reply, as bytes."""
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as raw_sock:
+    opened = open_socket(kind) if open_socket else socket.socket(socket.AF_INET, kind)
+    with opened as raw_sock:
         raw_sock.bind((source_ip, 0))
         raw_sock.settimeout(timeout)
         local = raw_sock.getsockname()
@@ -76,11 +94,16 @@ def send_request(
                     sock = context.wrap_socket(raw_sock, server_hostname=target[0])
                 sock.sendall(payload)
         except OSError:
-            return None
-        return _read_final_status(sock, timeout)
+            return b""
+        return _read_replies(sock, timeout)
 
 
-def _read_final_status(sock: socket.socket, timeout: float) -> int | None:
+def read_final_status(sock: socket.socket, timeout: float) -> int | None:
+    """The final status read from a connected socket, or None by ``timeout``."""
+    return final_status(_read_replies(sock, timeout))
+
+
+def _read_replies(sock: socket.socket, timeout: float) -> bytes:
     received = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,7 +114,6 @@ def _read_final_status(sock: socket.socket, timeout: float) -> int | None:
         if not data:
             break
         received += data
-        status = final_status(received)
-        if status is not None:
-            return status
-    return None
+        if final_status(received) is not None:
+            break
+    return received

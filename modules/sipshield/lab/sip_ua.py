@@ -1,9 +1,13 @@
-"""A small SIP user agent for media tests: calls with chosen SDP, over UDP or TLS.
+"""A small SIP user agent: calls with chosen SDP, over UDP or TLS.
 
 SIPp's scenarios fix their SDP and cannot show what the far end received;
 these tests need both (an SRTP offer, then the SDP the callee saw, then RTP
 to the ports in it).  Registration, calls and other requests (``authenticated``:
 SUBSCRIBE, PUBLISH) carry digest credentials for the lab PBX.
+
+The integration tests drive the lab with it, and ``sipshield selftest`` an
+operator's SBC: there every socket comes from the selftest's guard
+(``open_socket``), which refuses any address the operator did not name.
 """
 
 from __future__ import annotations
@@ -14,11 +18,33 @@ import secrets
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from tests.integration.lab_fixture import RunningLab
+# Opens an unbound IPv4 socket of a kind (SOCK_DGRAM, SOCK_STREAM).
+SocketOpener = Callable[[int], socket.socket]
+
+
+def plain_socket(kind: int) -> socket.socket:
+    return socket.socket(socket.AF_INET, kind)
+
+
+class SipService(Protocol):
+    """The SBC a user agent talks to: a running lab, or a selftest's target."""
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def tls_ca(self) -> str | None: ...
+
+    def sip(self, transport: str = "udp") -> tuple[str, int]: ...
+
+    def password(self, user: str) -> str: ...
+
 
 _AUTH_PARAM = re.compile(r'(\w+)="?([^",]*)"?')
 
@@ -88,13 +114,14 @@ class UserAgent:
 
     def __init__(
         self,
-        lab: RunningLab,
+        lab: SipService,
         user: str,
         transport: str = "udp",
         ip: str = "127.0.0.1",
         contact_ip: str | None = None,
         outbound_proxy: bool = False,
         gruu: bool = False,
+        open_socket: SocketOpener = plain_socket,
     ):
         """``contact_ip`` puts another address in Contact: a user behind NAT.
 
@@ -109,12 +136,15 @@ class UserAgent:
         self.contact_ip = contact_ip or ip
         self.sbc = lab.sip(transport)
         if transport == "tls":
-            context = ssl.create_default_context(cafile=lab.info["tls"]["ca"])
-            raw = socket.create_connection(self.sbc, timeout=5, source_address=(ip, 0))
+            context = ssl.create_default_context(cafile=lab.tls_ca)
+            raw = open_socket(socket.SOCK_STREAM)
+            raw.settimeout(5)
+            raw.bind((ip, 0))
+            raw.connect(self.sbc)
             self.sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")
             self._buffer = b""
         else:
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock = open_socket(socket.SOCK_DGRAM)
             self.sock.bind((ip, 0))
             self.sock.settimeout(5)
         self.port = self.sock.getsockname()[1]
@@ -567,10 +597,11 @@ class RtpPeer:
     """A media socket that sends RTP and counts what arrives, by SSRC."""
 
     ip: str = "127.0.0.1"
+    open_socket: SocketOpener = plain_socket
     sock: socket.socket = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = self.open_socket(socket.SOCK_DGRAM)
         self.sock.bind((self.ip, 0))
 
     @property
@@ -600,3 +631,17 @@ class RtpPeer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def talk(*speakers: tuple[RtpPeer, tuple[str, int], int], seconds: float = 5.0) -> None:
+    """Each (socket, relay port, SSRC) sends RTP at 50 packets/s for ``seconds``.
+
+    Long enough for rtpengine 10.5, which commits to a media source with the
+    first packet 3-4 s (whole seconds) after the last signalling; strict
+    source applies from then on.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for media, target, ssrc in speakers:
+            media.send(target, ssrc=ssrc, count=1)
+        time.sleep(0.02)
