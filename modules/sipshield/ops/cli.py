@@ -9,6 +9,7 @@ sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
                  [--module M] [--action A] [--source NET] [--user U]
 sipshield nft-sync (--lab DIR | --redis URL) [--prefix P] [--table NAME]
 sipshield media-takeover (--lab DIR | --redis URL --engine SPEC --engine SPEC)
+sipshield selftest --target IP:PORT --policy FILE --source IP --source IP [...]
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sipshield.ops.selftest.command import add_parser as add_selftest_parser
 
 if TYPE_CHECKING:
     from sipshield.core.bans import BanStore
@@ -525,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds the partner gets to restore the calls (default 5)",
     )
     takeover.set_defaults(run=_media_takeover)
+    add_selftest_parser(commands)
     return parser
 
 
