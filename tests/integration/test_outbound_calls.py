@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from sipshield.lab.sip_ua import RtpPeer, UserAgent, sdp
 from sipshield.lab.sipp import run_sipp
 from tests.integration.lab_fixture import RunningLab
-from tests.integration.sip_ua import RtpPeer, UserAgent, sdp
 
 pytestmark = pytest.mark.integration
 
