@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from sipshield.lab.sip_ua import RtpPeer, SipMessage, UserAgent, sdp
 from sipshield.lab.stack import LAB_NUMBERED_USERS
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import RtpPeer, SipMessage, UserAgent, sdp
 from tests.integration.test_lab_presence import WATCH_PRESENCE, in_dialog, notify_until
 
 pytestmark = pytest.mark.integration
