@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from sipshield.lab.sip_ua import RtpPeer, UserAgent, sdp
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
-from tests.integration.sip_ua import RtpPeer, UserAgent, sdp
 from tests.integration.test_two_nodes import restart_sbc
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,8 @@ the caller's real BYE gets 200, or its real CANCEL ends the ringing call.
 
 from __future__ import annotations
 
-import secrets
-
 from sipshield.core.policy import Policy
-from sipshield.ops.selftest.attack import Attack, Expectation, Outcome, enforced
+from sipshield.ops.selftest.attack import Attack, Expectation, NotRunnable, Outcome, enforced
 from sipshield.ops.selftest.calls import answered_call, offer, phones
 from sipshield.ops.selftest.target import Context, final
 
@@ -56,13 +54,16 @@ class ForgedCancel(Attack):
     def run(self, ctx: Context) -> Outcome:
         with phones(ctx) as (caller, callee):
             ringing = callee.answer_in_background(offer(ctx), status=180)
-            invite = caller.challenged_invite(callee.user, offer(ctx), secrets.token_hex(10))
-            caller._ringing(5)
-            code = final(ctx.exchange(caller._cancel(invite).to_bytes(), timeout=2.0))
+            call = caller.ring(callee.user, offer(ctx))
+            if call.invite is None or call.reply is None or call.reply.status >= 200:
+                raise NotRunnable(
+                    f"the call did not ring: {call.reply.start if call.reply else ''}"
+                )
+            forged = caller._cancel(call.invite)
+            code = final(ctx.exchange(forged.to_bytes(), timeout=2.0))
             cancelled_by_forgery = ringing.done.wait(1.0) and ringing.cancelled
-            caller.send(caller._cancel(invite))
             try:
-                own = caller._final_of(invite, 5).status
+                own: int | None = call.cancel(5.0).status
             except TimeoutError:
                 own = None
         if cancelled_by_forgery or (code is not None and code < 300):
