@@ -41,6 +41,7 @@ from bench import (
     metrics_bench,
     report,
     stock_dropin,
+    topology_bench,
 )
 from bench.plan import FULL, QUICK, Plan
 from bench.stage_times import StageRecorder
@@ -64,7 +65,7 @@ PARTS_HELP = (
     "comma-separated parts: comparison numbers (1-based: "
     + "; ".join(f"{n} {c.ours}" for n, c in enumerate(COMPARISONS, 1))
     + "; the floors always run with them), 'capacity', 'stages', 'dropin', 'kernel',"
-    " 'media', 'content', 'metrics'; default all"
+    " 'media', 'content', 'metrics', 'topology'; default all"
 )
 
 
@@ -150,6 +151,10 @@ def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]
         result = metrics_bench.measure(quick)
         return metrics_bench.report(result), result.as_json()
 
+    def topology() -> tuple[str, Any]:
+        result = topology_bench.measure(quick)
+        return topology_bench.report(result), result.as_json()
+
     def media() -> tuple[str, Any]:
         result = media_bench.measure(quick)
         return "\n".join(media_bench.report_lines(result)), result
@@ -160,6 +165,7 @@ def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]
         "media": ("SRTP call setup and rtpengine capacity", media),
         "content": ("content inspection of MESSAGE and NOTIFY", content),
         "metrics": ("the Prometheus metrics, off and on", metrics),
+        "topology": ("topology hiding, off and on", topology),
     }
 
 

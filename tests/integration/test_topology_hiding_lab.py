@@ -180,6 +180,8 @@ def redirect(corpus: Corpus) -> None:
     answering = callee.answer_in_background(offer(), status=302)
     call = caller.call(callee.user, offer())
     assert call.reply is not None and call.reply.status == 302, call.reply
+    # topos leaves a redirect's Contact alone: the caller learns where to go.
+    assert call.reply.header("Contact") == callee.dialog_contact
     answering.done.wait(5)
     corpus.call_ids.setdefault(flow, []).append(call.call_id)
 
