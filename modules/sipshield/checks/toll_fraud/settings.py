@@ -84,6 +84,11 @@ class Velocity(_Strict):
     """Test calls before a fraud run: short calls to many numbers of one range."""
 
     enabled: bool = True
+    # Where test calls go before a run; not national numbers, which call
+    # centres and diallers call briefly by the hundred.
+    classes: frozenset[DestinationClass] = frozenset(
+        {"high_risk", "premium", "shared_cost", "international", "unknown"}
+    )
     # The range is the number's first digits (after "+").
     prefix_digits: int = Field(default=7, ge=1, le=15)
     short_call_s: int = Field(default=15, ge=1)

@@ -143,7 +143,10 @@ class TollFraud(SecurityModule):
             account,
             klass,
             destination.number,
-            "" if klass == "internet" else destination.prefix(settings.velocity.prefix_digits),
+            # Only ranges of the classes test calls go to are watched for them.
+            destination.prefix(settings.velocity.prefix_digits)
+            if klass in settings.velocity.classes
+            else "",
             self.rate_deck.per_minute(destination.number),
         )
         ceiling = settings.ceiling_of(account)
