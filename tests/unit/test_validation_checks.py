@@ -314,3 +314,14 @@ def test_address_lists_split_outside_quotes_and_brackets() -> None:
         ' "Smith, J" <sip:b@y>;m="A, B"',
         " sip:c@z",
     ]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_a_stream_request_without_content_length_is_refused(transport: str) -> None:
+    # Kamailio's core accepts it once tcp_accept_no_cl is on (the metrics listener).
+    raw = request().replace(b"Content-Length: 0\r\n", b"")
+    assert find_problem(raw, ValidationConfig(), "udp") is None
+    problem = find_problem(raw, ValidationConfig(), transport)
+    assert problem is not None
+    assert (problem.code, problem.summary) == (400, "missing Content-Length")
+    assert find_problem(request(), ValidationConfig(), transport) is None

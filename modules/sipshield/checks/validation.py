@@ -86,6 +86,8 @@ SINGLE_HEADERS = {
 }
 # At most one: two different values are how a body is hidden from one parser.
 AT_MOST_ONE_HEADERS = {"content-length": "Content-Length", "content-type": "Content-Type"}
+# Transports where only Content-Length marks the end of a message.
+STREAM_TRANSPORTS = frozenset(("tcp", "tls", "ws", "wss"))
 MAX_CSEQ = 2**31 - 1
 MAX_MAX_FORWARDS = 255
 # Lists of addresses; the router and the registrar act on their URIs.
@@ -289,6 +291,14 @@ def check_body(msg: RawSipMessage, rules: ValidationConfig) -> Problem | None:
     type is checked, nested multiparts included.
     """
     length = msg.header("content-length")
+    if length is None and msg.transport in STREAM_TRANSPORTS:
+        # Only the length says where a message ends on a stream.  Kamailio's
+        # core refuses these itself unless tcp_accept_no_cl is on, which the
+        # metrics listener needs (HTTP GETs carry none): refused here either way.
+        return _bad(
+            "missing Content-Length",
+            f"required over {msg.transport.upper()} (RFC 3261 section 18.3)",
+        )
     if length is not None:
         if not is_number(length, 10):
             return _bad("malformed Content-Length", f"Content-Length {length[:20]!r}")
@@ -343,13 +353,13 @@ CHECKS: tuple[Callable[[RawSipMessage, ValidationConfig], Problem | None], ...] 
 )
 
 
-def find_problem(raw: bytes, rules: ValidationConfig) -> Problem | None:
-    """The first thing wrong with a request, or None when it is well formed."""
+def find_problem(raw: bytes, rules: ValidationConfig, transport: str = "udp") -> Problem | None:
+    """The first thing wrong with a request received over ``transport``, or None."""
     problem = check_raw(raw, rules)
     if problem:
         return problem
     try:
-        msg = RawSipMessage(raw)
+        msg = RawSipMessage(raw, transport=transport)
     except MalformedMessage as exc:
         return _bad("malformed message", str(exc))
     for check in CHECKS:
@@ -374,11 +384,11 @@ class SipValidation(SecurityModule):
         except MessageUnreadable as exc:
             # Only a message above the largest size allowed here is unreadable.
             return self._verdict(Problem(413, "message too large", str(exc)))
-        return self.judge(raw)
+        return self.judge(raw, msg.transport)
 
-    def judge(self, raw: bytes) -> Outcome:
-        """The verdict on a request given as the bytes received."""
-        problem = find_problem(raw, self.rules)
+    def judge(self, raw: bytes, transport: str = "udp") -> Outcome:
+        """The verdict on a request given as the bytes received over ``transport``."""
+        problem = find_problem(raw, self.rules, transport)
         if problem is None:
             return CONTINUE
         return self._verdict(problem)
