@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
+from sipshield.lab.net import free_port
 from sipshield.lab.sip_ua import RtpPeer, SipMessage, UserAgent, sdp
 from sipshield.lab.stack import LAB_NUMBERED_USERS
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
@@ -36,6 +39,8 @@ POLICY = """\
 domain: sipshield.lab
 peers:
   pbx: {{address: 127.0.0.1:5090}}
+  trunks:
+    - {{name: far-carrier, target: "{trunk}", numbers: ["{prefix}"]}}
 topology_hiding: {{enabled: {enabled}}}
 media:
   rtpengine: {{ng: ["127.0.0.1:2223"]}}
@@ -53,9 +58,33 @@ TOPOS_KEYS = ("d:z:*", "b:x:*")
 DIALOG_LIFETIME_S = 43200
 
 
+# A trunk of another provider, played by a user agent of the test: calls to
+# its numbers leave the PBX through the SBC with the PBX's P-Asserted-Identity.
+TRUNK_IP, TRUNK_PREFIX = "127.0.0.60", "+4420"
+
+
 def start_lab(directory: Path, enabled: bool) -> RunningLab:
-    (directory / "policy.yaml").write_text(POLICY.format(enabled=str(enabled).lower()))
+    trunk = f"{TRUNK_IP}:{free_port(TRUNK_IP)}"
+    policy = POLICY.format(enabled=str(enabled).lower(), trunk=trunk, prefix=TRUNK_PREFIX)
+    (directory / "policy.yaml").write_text(policy)
     return lab_up(directory / "policy.yaml", directory / "lab")
+
+
+def trunk_address(lab: RunningLab) -> tuple[str, int]:
+    policy = yaml.safe_load(Path(lab.info["policy"]).read_text())
+    target = next(t["target"] for t in policy["peers"]["trunks"] if t["name"] == "far-carrier")
+    host, _, port = target.rpartition(":")
+    return host, int(port)
+
+
+def socket_at(address: tuple[str, int]) -> Callable[[int], socket.socket]:
+    """A socket opener for a user agent that must listen where the policy says."""
+
+    class AtAddress(socket.socket):
+        def bind(self, _: object) -> None:
+            super().bind(address)
+
+    return lambda kind: AtAddress(socket.AF_INET, kind)
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +110,12 @@ class Corpus:
     call_ids: dict[str, list[str]] = field(default_factory=dict)
     _next_ip: int = 10
 
-    def party(self, flow: str, register: bool = False) -> UserAgent:
+    def party(self, flow: str, register: bool = False, transport: str = "udp") -> UserAgent:
         """A new outside party: a user no other flow uses (no stale registration
         to fork to), on its own address (a flow's bytes are its own)."""
         user = next(_USERS)
         self._next_ip += 1
-        ua = UserAgent(self.lab, user, ip=f"127.0.0.{self._next_ip}")
+        ua = UserAgent(self.lab, user, transport, ip=f"127.0.0.{self._next_ip}")
         self.parties.setdefault(flow, []).append(ua)
         if register:
             assert ua.register() == 200, f"{flow}: {user} could not register"
@@ -105,9 +134,9 @@ def offer(ip: str = "127.0.0.1") -> str:
     return sdp(RtpPeer().port, "RTP/AVP", ip)
 
 
-def answered_call(corpus: Corpus, flow: str):
-    callee_ua = corpus.party(flow, register=True)
-    caller_ua = corpus.party(flow)
+def answered_call(corpus: Corpus, flow: str, transport: str = "udp"):
+    callee_ua = corpus.party(flow, register=True, transport=transport)
+    caller_ua = corpus.party(flow, transport=transport)
     answering = callee_ua.answer_in_background(offer())
     call = caller_ua.call(callee_ua.user, offer())
     assert call.reply is not None and call.reply.status == 200, (flow, call.reply)
@@ -159,6 +188,30 @@ def call_the_other_way_and_callee_hangs_up(corpus: Corpus) -> None:
     assert wait_until(lambda: any(b"CSeq: 1 BYE" in data for data in callee.received[-3:]))
 
 
+def call_over_tls(corpus: Corpus) -> None:
+    flow = "call over TLS, both ends"
+    _, _, call, answering = answered_call(corpus, flow, "tls")
+    assert call.bye() == 200
+    assert answering.done.wait(5) and answering.error is None, answering.error
+
+
+def call_through_a_trunk(corpus: Corpus) -> None:
+    flow = "a call to a number, out through a trunk"
+    caller = corpus.party(flow, register=True)
+    host, port = trunk_address(corpus.lab)
+    trunk = UserAgent(corpus.lab, "trunk", ip=host, open_socket=socket_at((host, port)))
+    corpus.parties[flow].append(trunk)
+    answering = trunk.answer_in_background(offer())
+    call = caller.call(f"{TRUNK_PREFIX}79460000", offer())
+    assert call.reply is not None and call.reply.status == 200, call.reply
+    invite = answering.wait()
+    # The PBX asserts the calling account, in the domain: nothing of the inside.
+    assert invite.header("P-Asserted-Identity") == f"<sip:{caller.user}@{corpus.lab.domain}>"
+    assert call.bye() == 200
+    assert answering.done.wait(5) and answering.error is None, answering.error
+    corpus.call_ids.setdefault(flow, []).append(call.call_id)
+
+
 def blind_and_attended_transfer(corpus: Corpus) -> None:
     flow = "blind and attended transfer (REFER, Replaces)"
     caller, _, call, answering = answered_call(corpus, flow)
@@ -170,7 +223,19 @@ def blind_and_attended_transfer(corpus: Corpus) -> None:
     attended = ("Refer-To", f"<sip:{target}@{domain}?Replaces={replaces}>")
     caller.send(in_dialog_request(call, "REFER", attended))
     assert caller.response().status == 200
-    assert call.bye() == 200
+    # The transfer target does what the REFER asks: an INVITE that replaces
+    # the dialog.  The Call-IDs went out unchanged, so the callee knows it.
+    callee = answering.ua
+    target_ua = corpus.party(flow)
+    dialog = f"{call.call_id};to-tag={callee.tag};from-tag={caller.tag}"
+    replacing = target_ua.call(callee.user, offer(), extra=[("Replaces", dialog)])
+    assert replacing.reply is not None and replacing.reply.status == 200, replacing.reply
+    assert answering.invite is not None
+    assert answering.invite.header("Replaces") == dialog
+    # The replaced dialog is the callee's to end (RFC 3891); this callee
+    # answers one BYE, the new call's.
+    assert replacing.bye() == 200
+    assert answering.done.wait(5) and answering.error is None, answering.error
 
 
 def redirect(corpus: Corpus) -> None:
@@ -255,6 +320,8 @@ FLOWS: tuple[Callable[[Corpus], None], ...] = (
     register,
     call_hold_and_caller_hangs_up,
     call_the_other_way_and_callee_hangs_up,
+    call_over_tls,
+    call_through_a_trunk,
     blind_and_attended_transfer,
     redirect,
     busy,
