@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from sipshield.core.bans import BanSettings
+from sipshield.core.internet import InternetSettings
 from sipshield.core.module import FailureMode, ModuleConfig
 from sipshield.core.policy_types import HostPort, Network, PolicyError, Transport
 from sipshield.core.registry import BUILTIN_MODULES
@@ -252,6 +253,8 @@ class Policy(_Strict):
     # What leaves towards the outside names nothing of the inside
     # (docs/topology-hiding.md).
     topology_hiding: TopologyHidingSettings = Field(default_factory=TopologyHidingSettings)
+    # Calls to and from other SIP domains (sipshield.core.internet); off by default.
+    internet: InternetSettings = Field(default_factory=InternetSettings)
     # What a crash inside a module does to the request, unless the module says.
     on_module_error: FailureMode = "open"
     # The security modules, in the order they look at a request.

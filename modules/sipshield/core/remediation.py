@@ -64,7 +64,18 @@ def reply_relay_error(ksr: Any) -> None:
 
 def drop_connection(ksr: Any) -> None:
     """Close the TLS connection whose event is being handled; nothing is sent on it."""
-    ksr.x.drop()
+    ksr.set_drop()
+
+
+def drop_reply(ksr: Any) -> None:
+    """Discard the reply being handled (reply route): it is not relayed."""
+    ksr.set_drop()
+
+
+def close_connection(ksr: Any, connection: str) -> None:
+    """Close a TCP/TLS connection by its id (tcpops): nothing more is read from it or sent."""
+    if connection:
+        ksr.tcpops.tcp_close_connection(int(connection))
 
 
 def remove_headers(ksr: Any, names: tuple[str, ...]) -> None:

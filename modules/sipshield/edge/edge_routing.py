@@ -8,6 +8,14 @@
   registration) or, when the Request-URI names a trunk's domain or its user
   is a dialled number under one of a trunk's ``numbers`` prefixes, go out
   through that trunk (docs/outbound-calls.md).
+- A request from the PBX for another SIP domain is an internet call: when
+  the policy's ``internet`` section lets it out, it goes to that domain's
+  server as RFC 3263 finds it, over TLS, and the server must prove the domain
+  (:mod:`sipshield.edge.internet_server`).  A request from outside (not from
+  a trunk) for our domain whose From names another domain is an internet call
+  in.  Such a stranger's request for a domain that is not ours is refused: the
+  SBC is not an open relay (docs/internet-calling.md).  Our own users' calls
+  out go to the PBX, which authenticates them, as before.
 - In-dialog requests follow their Record-Route set.
 - Just before relaying, the request meets the chain again (the relay phase,
   :meth:`sipshield.core.pipeline.Pipeline.run_relay`): the next hop, the SDP that
@@ -29,9 +37,12 @@ from typing import Any
 from sipshield.checks.dialog_guard import DialogTokens
 from sipshield.checks.tls_policy import SIPS_NEEDS_TLS, next_hop_is_tls, sips_next_hop_problem
 from sipshield.core import remediation
+from sipshield.core.events import Event, EventSink
 from sipshield.core.hop import Hop, Source
+from sipshield.core.internet import inbound_problem, outbound_problem
 from sipshield.core.policy import Policy, PolicyError
 from sipshield.core.site import Site, TrunkSite
+from sipshield.edge.internet_server import InternetServerCheck
 from sipshield.edge.media import (
     MEDIA_METHODS,
     OUT_LEG_PARAM,
@@ -62,6 +73,11 @@ KEEPALIVE_METHODS = ("REGISTER", "SUBSCRIBE")
 TOPOS_SKIPS = ("REGISTER", "PUBLISH")
 # The host of the message's (first) Contact URI, request or reply.
 CONTACT_HOST = "$(ct{nameaddr.uri}{uri.host})"
+# Our Record-Route parameter on an internet call: its in-dialog requests are
+# internet ones too (media policy, and the replies' server check).
+INTERNET_PARAM = "sinet=1"
+RELAYING_DENIED = "Relaying Denied"
+INTERNET_REFUSED = "Internet Call Refused"
 
 
 # The relay phase: judge a request about to leave over a hop, and apply the
@@ -92,8 +108,16 @@ class EdgeRouter:
         screen_relay: ScreenRelay | None = None,
         media: MediaAnchor | None = None,
         tokens: DialogTokens | None = None,
+        events: EventSink | None = None,
+        internet_server: InternetServerCheck | None = None,
     ) -> None:
         self.ksr = ksr
+        self.events = events
+        self.internet = policy.internet
+        # Checks that the server of a called domain proves it (needed for calls out).
+        self.internet_server = internet_server
+        # Whether the request being routed is an internet call (its media leg's class).
+        self.internet_call = False
         # None when no module judges the relay phase: no hop to describe.
         self.screen_relay = screen_relay
         # Media anchoring in rtpengine (sipshield.edge.media), when the policy has media.
@@ -134,6 +158,7 @@ class EdgeRouter:
 
     def route(self, msg: SipRequest) -> None:
         k = self.ksr
+        self.internet_call = False
         if k.maxfwd.process_maxfwd(10) < 0:
             remediation.reply(k, 483, "Too Many Hops")
             return
@@ -202,6 +227,20 @@ class EdgeRouter:
     def _route_from_outside(self, msg: SipRequest) -> None:
         k = self.ksr
         k.hdr.remove("Route")
+        stranger = msg.trunk is None and not self._in_own_domain("$fd")
+        if stranger and not self._for_our_domain():
+            # Our own users call out through the PBX, which authenticates them;
+            # nobody else has anything to send us for another domain.
+            domain = read_pv(k.pv, "$rd") or ""
+            reason = f"request from outside for {domain}, not our domain: never relayed"
+            self._refuse(msg, 403, RELAYING_DENIED, reason)
+            return
+        if stranger and msg.method != "REGISTER":
+            problem = inbound_problem(self.internet, read_pv(k.pv, "$fd") or "", msg.transport)
+            if problem is not None:
+                self._refuse(msg, 403, INTERNET_REFUSED, problem)
+                return
+            self.internet_call = True
         self._keep_reachable(msg)
         if msg.method == "REGISTER":
             # The registrar (the PBX) keeps the Contact as sent; the Path's
@@ -210,6 +249,8 @@ class EdgeRouter:
         elif k.is_method_in(OUTSIDE_DIALOG_FORMING):
             self._mark_nated_contact(NAT_TEST_REQUEST)
             self._record_route()
+            if self.internet_call:
+                k.rr.add_rr_param(";" + INTERNET_PARAM)
             if self.tokens is not None:
                 self.tokens.sign_leg(k, msg, towards_outside=False)
         elif self._hidden_outside_dialog(msg):
@@ -233,10 +274,13 @@ class EdgeRouter:
             self._relay(msg)
             return
         trunk = self._trunk_for()
-        if trunk is None:
+        if trunk is not None:
+            k.setdsturi(trunk)
+        elif self._for_our_domain():
             remediation.reply(k, 404, "No Route")
             return
-        k.setdsturi(trunk)
+        elif not self._to_internet(msg):
+            return
         self._sign_towards_outside(msg)
         if self.track_calls and msg.method == "INVITE":
             # Kamailio's dialog module follows the call out: its answer, its
@@ -244,6 +288,41 @@ class EdgeRouter:
             # failure reach the modules that count calls (ksr_dialog_event).
             k.dialog.dlg_manage()
         self._relay(msg)
+
+    def _to_internet(self, msg: SipRequest) -> bool:
+        """Send a request from the PBX towards another domain; False when it was refused.
+
+        The destination is left to Kamailio's resolver (RFC 3263): with
+        ``require_tls`` the transport is TLS, so it looks up the SRV of
+        ``_sips._tcp.DOMAIN``, then its A/AAAA; otherwise NAPTR chooses
+        (kamailio.cfg prefers TLS).
+        """
+        k = self.ksr
+        domain = (read_pv(k.pv, "$rd") or "").lower()
+        problem = outbound_problem(self.internet, domain)
+        if problem is None and self.internet_server is None:
+            problem = "no server check for internet calls (internal error)"
+        if problem is not None:
+            self._refuse(msg, 403, INTERNET_REFUSED, problem)
+            return False
+        self.internet_call = True
+        if k.is_method_in(OUTSIDE_DIALOG_FORMING):
+            k.rr.add_rr_param(";" + INTERNET_PARAM)
+        if self.internet.require_tls:
+            k.setdsturi(f"sip:{domain};transport=tls")
+        self.internet_server.arm(domain)  # type: ignore[union-attr]
+        return True
+
+    def _for_our_domain(self) -> bool:
+        """The Request-URI names our domain or this node (its address, an alias)."""
+        return self._in_own_domain("$rd") or self.ksr.is_myself_ruri()
+
+    def _refuse(self, msg: SipRequest, code: int, phrase: str, reason: str) -> None:
+        """The router's own refusal of an internet or relay request: answered, and an event."""
+        log.warning("refusing %s %s: %s", msg.method, msg.call_id, reason)
+        if self.events is not None:
+            self.events.emit(Event.of_request(msg, "internet", "reject", reason))
+        remediation.reply(self.ksr, code, phrase)
 
     def _trunk_for(self) -> str | None:
         """Where a request from the PBX leaves: the trunk of its domain, else of its number."""
@@ -390,5 +469,8 @@ class EdgeRouter:
         from_pbx = msg.from_pbx
         # In dialog, our Record-Route (now the consumed Route) says which crossing.
         out_leg = k.rr.check_route_param(OUT_LEG_PARAM) > 0 if msg.in_dialog else from_pbx
+        internet = (
+            k.rr.check_route_param(INTERNET_PARAM) > 0 if msg.in_dialog else self.internet_call
+        )
         next_hop = (read_pv(k.pv, "$nh(d)") or "", (read_pv(k.pv, "$nh(P)") or "").lower())
-        return self.media.leg(msg, from_pbx, out_leg, next_hop)  # type: ignore[union-attr]
+        return self.media.leg(msg, from_pbx, out_leg, next_hop, internet)  # type: ignore[union-attr]

@@ -30,6 +30,7 @@ from sipshield.core.state import SharedState
 from sipshield.core.verdict import PASS, Decision
 from sipshield.edge.edge_routing import EdgeRouter
 from sipshield.edge.htable_counters import TABLE, HtableCounters, table_declared
+from sipshield.edge.internet_server import InternetServerCheck
 from sipshield.edge.kamailio_log import send_logging_to_kamailio
 from sipshield.edge.media import MediaAnchor
 from sipshield.edge.prom_metrics import (
@@ -150,6 +151,7 @@ class KemiHandler:
         guard = self.pipeline.module("dialog_guard")
         # One key ring: the router signs with the keys dialog_guard verifies with.
         self.tokens = DialogTokens(guard.keys) if isinstance(guard, DialogGuard) else None
+        self.internet_server = InternetServerCheck(policy.internet, ksr, self.events)
         # sipshield's own routing, for the reference kamailio.cfg.  A drop-in
         # has none: the operator's configuration routes (and handles NAT) itself.
         self.router = (
@@ -160,6 +162,8 @@ class KemiHandler:
                 self.screen_relay if relay_checked else None,
                 self.media,
                 self.tokens,
+                self.events,
+                self.internet_server,
             )
             if routes
             else None
@@ -282,6 +286,16 @@ class KemiHandler:
         return 1
 
     def ksr_reply_route(self, msg: Any) -> int:
+        """Every reply, before the transaction layer: an internet call's must come from
+        a server that proves the domain called (else it is dropped here)."""
+        try:
+            if self.internet_server.refuses_reply():
+                return 1
+        except Exception:
+            # An identity check that cannot run must not let the server through.
+            log.exception("sipshield core error while checking an internet server; reply dropped")
+            remediation.drop_reply(self.ksr)
+            return 1
         try:
             if self.router is not None:
                 from_pbx = self.router.on_reply()

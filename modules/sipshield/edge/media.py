@@ -33,6 +33,7 @@ from sipshield.core.events import Event, EventSink
 from sipshield.core.metrics import NO_METRICS, Metrics
 from sipshield.core.site import split_host_port
 from sipshield.edge.media_policy import (
+    INTERNET,
     UNAVAILABLE,
     MediaSettings,
     Refusal,
@@ -173,10 +174,21 @@ class MediaAnchor:
         trunk = self.site.trunk_at(host)
         return "users" if trunk is None else f"trunk:{trunk.name}"
 
-    def leg(self, msg: SipRequest, from_pbx: bool, out_leg: bool, next_hop: tuple[str, str]) -> Leg:
+    def leg(
+        self,
+        msg: SipRequest,
+        from_pbx: bool,
+        out_leg: bool,
+        next_hop: tuple[str, str],
+        internet: bool = False,
+    ) -> Leg:
         """The leg of a request; ``out_leg`` when it belongs to the PBX -> outside crossing,
-        ``next_hop`` the (host, transport) it is relayed to."""
-        if from_pbx:
+        ``next_hop`` the (host, transport) it is relayed to, ``internet`` when its
+        outside party is another SIP domain."""
+        if internet:
+            peer = INTERNET
+            outside_tls = next_hop[1] == "tls" if from_pbx else msg.transport == "tls"
+        elif from_pbx:
             peer, outside_tls = self.classify(next_hop[0].strip("[]")), next_hop[1] == "tls"
         else:
             peer, outside_tls = self.classify(msg.src_ip), msg.transport == "tls"

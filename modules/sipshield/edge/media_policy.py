@@ -63,6 +63,8 @@ DEFAULT_SDES_SUITES = (
 # linphone 5.1 then key every suite but AES_CM_128 (30 bytes, no padding)
 # wrongly, and the call is silent.  RFC 4568 keys are RFC 4648 base64, padded.
 SDES_PAD = "pad"
+# The peer class of a leg whose outside party is another SIP domain.
+INTERNET = "internet"
 NOT_ACCEPTABLE = 488
 UNAVAILABLE = 503
 
@@ -147,6 +149,9 @@ class MediaSettings(_Strict):
     pbx: PeerMedia = Field(default_factory=PeerMedia)
     # By trunk name (peers.trunks[].name); a trunk not named gets users'.
     trunks: dict[str, PeerMedia] = Field(default_factory=dict)
+    # Calls with other SIP domains (the policy's internet section): strangers'
+    # media, so SRTP is mandatory unless the policy says otherwise.
+    internet: PeerMedia = Field(default_factory=lambda: PeerMedia(srtp="mandatory"))
 
     @model_validator(mode="after")
     def _pbx_is_inside(self) -> MediaSettings:
@@ -157,6 +162,8 @@ class MediaSettings(_Strict):
     def for_class(self, name: str) -> PeerMedia:
         if name.startswith("trunk:"):
             return self.trunks.get(name[6:], self.users)
+        if name == INTERNET:
+            return self.internet
         return self.pbx if name == "pbx" else self.users
 
 

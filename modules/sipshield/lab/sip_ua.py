@@ -344,12 +344,15 @@ class UserAgent:
     ) -> Call:
         """INVITE ``callee`` (answering the PBX's 407); returns with the final response.
 
+        ``callee`` is a user of the lab's domain, or ``user@domain`` of another.
+
         ``cancel_on_ringing`` CANCELs the INVITE at its first 18x; the final
         response is then the INVITE's (487 when the CANCEL won).  ``call_id``
         chooses the Call-ID (e.g. one that lands on a given rtpengine); ``extra``
         headers go into both INVITEs.
         """
-        ruri = f"sip:{callee}@{self.lab.domain}"
+        # "bob" is a user of the lab's domain; "bob@example.org" of another.
+        ruri = f"sip:{callee}" if "@" in callee else f"sip:{callee}@{self.lab.domain}"
         to = f"<{ruri}>"
         call = Call(self, call_id or secrets.token_hex(10), ruri)
         invite = self.request("INVITE", ruri, to, call.call_id, offer, extra=extra)

@@ -34,6 +34,7 @@ import yaml
 from sipshield.core.policy import Policy, load_policy
 from sipshield.edge.kamailio_env import kamailio_environment
 from sipshield.edge.topology_hiding import topos_redis_server
+from sipshield.lab import internet as lab_internet
 from sipshield.lab.net import free_port
 from sipshield.lab.sip_probe import send_request
 from sipshield.lab.tls_material import LabCertificates, make_lab_certificates
@@ -247,6 +248,8 @@ class _Plan:
     users: list[dict[str, str]]
     redundancy: bool = False
     metrics: bool = True
+    # The DNS server and the foreign domain of `lab up --internet`.
+    internet: lab_internet.InternetPlan | None = None
 
     @property
     def policy_file(self) -> Path:
@@ -266,6 +269,7 @@ def up(
     sipdump: bool = False,
     rtpengine_redundancy: bool = False,
     metrics: bool = True,
+    internet: bool = False,
 ) -> Lab:
     """Start the lab; ``sbc_config`` replaces sipshield's kamailio.cfg (benchmark references).
 
@@ -280,7 +284,8 @@ def up(
     ``rtpengine_redundancy`` (a policy with two ng addresses) gives the pair of
     rtpengines a Redis for their calls and starts the watcher that hands a
     dead one's calls to the other.  ``metrics`` turns the SBC's Prometheus
-    listener on (docs/metrics.md).
+    listener on (docs/metrics.md).  ``internet`` adds a DNS server and a
+    foreign SIP domain with its own proxy (:mod:`sipshield.lab.internet`).
     """
     directory = _claim(directory)
     _require_tools()
@@ -292,6 +297,7 @@ def up(
         redis_sentinel,
         rtpengine_redundancy,
         metrics,
+        internet,
     )
     _write_configuration(plan)
     lab = _describe(plan)
@@ -306,6 +312,8 @@ def up(
             _start_media_takeover(lab, plan)
         _start_pbx(lab, plan)
         _start_carrier(lab, plan)
+        if plan.internet is not None:
+            _start_internet(lab, plan, plan.internet)
         _start_sbc(lab, plan, sbc_config, nat_keepalive_interval, sipdump)
     except BaseException:
         down(directory)
@@ -342,6 +350,7 @@ def _plan(
     redis_sentinel: bool = False,
     redundancy: bool = False,
     metrics: bool = True,
+    internet: bool = False,
 ) -> _Plan:
     engines = [_ng_name(i) for i in range(rtpengine_count(policy))]
     if redundancy and (policy.media is None or len(engines) != 2):
@@ -358,6 +367,11 @@ def _plan(
     tls = make_lab_certificates(
         directory / "tls", server_names=names + ([sip_address] if sip_address not in names else [])
     )
+    internet_plan = (
+        lab_internet.plan_internet(tls, directory / "tls", HOST, free_port(), free_port())
+        if internet
+        else None
+    )
     return _Plan(
         directory=directory,
         source=source,
@@ -373,6 +387,7 @@ def _plan(
         ],
         redundancy=redundancy,
         metrics=metrics,
+        internet=internet_plan,
     )
 
 
@@ -397,6 +412,20 @@ def _write_configuration(plan: _Plan) -> None:
         if name in plan.ports:
             (directory / name).mkdir(exist_ok=True)
     _write_pbx_database(directory / "pbx-db")
+    if plan.internet is not None:
+        _write_internet_configuration(plan, plan.internet)
+
+
+def _write_internet_configuration(plan: _Plan, internet: lab_internet.InternetPlan) -> None:
+    directory = plan.directory
+    (directory / "dnsmasq.conf").write_text(lab_internet.dnsmasq_conf(internet, directory))
+    # The SBC's /etc/resolv.conf (bind-mounted in its own mount namespace).
+    (directory / "resolv.conf").write_text(f"nameserver {internet.dns_address}\n")
+    (directory / "foreign-tls.cfg").write_text(
+        lab_internet.foreign_tls_cfg(internet, plan.tls.ca_cert)
+    )
+    shutil.copy(config_dir() / "foreign.cfg", directory / "foreign.cfg")
+    (directory / "run-foreign").mkdir(exist_ok=True)
 
 
 # Kamailio's db_text schemas (the kamailio package), and the tables of them
@@ -451,6 +480,16 @@ def _describe(plan: _Plan) -> Lab:
     }
     if plan.redundancy:
         lab.info["rtpengine_redis"] = f"redis://{HOST}:{ports[RTPENGINE_REDIS]}"
+    if plan.internet is not None:
+        internet = plan.internet
+        lab.info["internet"] = {
+            "domain": lab_internet.FOREIGN_DOMAIN,
+            "impostor_domain": lab_internet.IMPOSTOR_DOMAIN,
+            "dns": f"{internet.dns_address}:{lab_internet.DNS_PORT}",
+            "proxy_udp": f"{internet.proxy_ip}:{internet.proxy_udp}",
+            "proxy_tls": f"{internet.proxy_ip}:{internet.proxy_tls}",
+        }
+        lab.info["logs"] |= {name: str(plan.log(name)) for name in ("dns", "foreign")}
     lab.save()
     return lab
 
@@ -649,6 +688,21 @@ def _start_pbx(lab: Lab, plan: _Plan) -> None:
     _wait("pbx", lambda: _udp_bound(ports["pbx"]), plan.log("pbx"), proc)
 
 
+def _start_internet(lab: Lab, plan: _Plan, internet: lab_internet.InternetPlan) -> None:
+    """The lab's DNS server, then the foreign domain's proxy."""
+    directory = plan.directory
+    proc = _start(lab, "dns", ["dnsmasq", f"--conf-file={directory / 'dnsmasq.conf'}"])
+    log = plan.log("dns")
+    _wait("dns", lambda: "cleared cache" in log.read_text(errors="replace"), log, proc)
+    argv = ["kamailio", "-f", str(directory / "foreign.cfg"), "-DD", "-E"]
+    argv += ["-w", str(directory), "-Y", str(directory / "run-foreign")]
+    sbc_tls = f"{plan.sip_address}:{plan.ports['tls']}"
+    for define in lab_internet.foreign_defines(internet, directory, sbc_tls):
+        argv += ["-A", define]
+    proc = _start(lab, "foreign", argv)
+    _wait("foreign", lambda: _udp_bound(internet.proxy_udp), plan.log("foreign"), proc)
+
+
 def _start_carrier(lab: Lab, plan: _Plan) -> None:
     directory, port = plan.directory, plan.ports[CARRIER]
     argv = ["kamailio", "-f", str(directory / "carrier.cfg"), "-DD", "-E"]
@@ -697,6 +751,9 @@ def _start_sbc(
     if sipdump:
         (directory / "sipdump").mkdir(exist_ok=True)
         argv += ["-A", f'SIPDUMP_DIR="{directory / "sipdump"}"']
+    if plan.internet is not None:
+        # Kamailio resolves through the lab's DNS server, the host keeps its own.
+        argv = lab_internet.in_lab_resolver(argv, directory / "resolv.conf")
     # A clean PATH: the embedded Python finds its standard library through it.
     proc = _start(lab, "sbc", argv, kamailio_environment(str(plan.policy_file)))
 

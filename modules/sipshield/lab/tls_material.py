@@ -34,7 +34,7 @@ def _openssl(*args: str) -> None:
 def _san(names: list[str]) -> str:
     entries = []
     for name in names:
-        if name.startswith(("DNS:", "IP:")):
+        if name.startswith(("DNS:", "IP:", "URI:")):
             entries.append(name)
             continue
         try:

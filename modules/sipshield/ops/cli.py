@@ -3,7 +3,7 @@
 sipshield policy check FILE
 sipshield dropin check CFG [-A NAME=VALUE ...] [--policy FILE] [--pythonpath DIR]
 sipshield install-dropin [--root DIR] [--policy FILE]
-sipshield lab up --policy FILE --dir DIR [--detach] [--rtpengine-redundancy]
+sipshield lab up --policy FILE --dir DIR [--detach] [--rtpengine-redundancy] [--internet]
 sipshield lab down --dir DIR
 sipshield events [--follow] (--lab DIR | --redis URL) [--prefix P]
                  [--module M] [--action A] [--source NET] [--user U]
@@ -168,6 +168,7 @@ def _lab(args: argparse.Namespace) -> int:
             sipdump=args.sipdump,
             rtpengine_redundancy=args.rtpengine_redundancy,
             metrics=not args.no_metrics,
+            internet=args.internet,
         )
     except PolicyError as exc:
         return _report(exc)
@@ -445,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-metrics",
         action="store_true",
         help="no Prometheus metrics listener on the SBC (benchmarks of the default configuration)",
+    )
+    lab_up.add_argument(
+        "--internet",
+        action="store_true",
+        help="add a DNS server and a foreign SIP domain (foreign.test) with its own proxy, "
+        "for internet calls (docs/internet-calling.md)",
     )
     lab_up.add_argument(
         "--nat-keepalive-interval",

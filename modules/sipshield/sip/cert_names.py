@@ -21,7 +21,7 @@ _OID_CN = bytes.fromhex("550403")
 _OID_SAN = bytes.fromhex("551d11")
 _SEQUENCE, _SET, _OID, _OCTETS = 0x30, 0x31, 0x06, 0x04
 _EXTENSIONS = 0xA3
-_DNS_NAME, _IP_ADDRESS = 0x82, 0x87
+_DNS_NAME, _URI, _IP_ADDRESS = 0x82, 0x86, 0x87
 _STRING_TAGS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii", 0x14: "latin-1", 0x1E: "utf-16-be"}
 
 NormalizedName = tuple[tuple[bytes, str], ...]
@@ -81,6 +81,27 @@ class CertificateNames:
     common_name: str = ""
     dns_names: tuple[str, ...] = field(default=())
     ip_addresses: tuple[str, ...] = field(default=())
+    # uniformResourceIdentifier subjectAltNames (RFC 5922 puts "sip:domain" there).
+    uris: tuple[str, ...] = field(default=())
+    # Whether the certificate has a subjectAltName extension at all.
+    has_san: bool = False
+
+    def sip_domains(self) -> tuple[str, ...]:
+        """The SIP domains the certificate proves, per RFC 5922 section 7.1.
+
+        Each ``sip:`` (or ``sips:``) URI subjectAltName names a domain (a URI
+        with a user part names a user, not a domain, and does not count), and
+        so does each DNS subjectAltName.  The CN is read only when the
+        certificate has no subjectAltName at all.
+        """
+        if not self.has_san:
+            return (self.common_name,) if self.common_name else ()
+        domains = [
+            rest.split(";", 1)[0].lower()
+            for scheme, _, rest in (uri.partition(":") for uri in self.uris)
+            if scheme.lower() in ("sip", "sips") and rest and "@" not in rest
+        ]
+        return tuple(domains) + self.dns_names
 
     def identities(self) -> tuple[str, ...]:
         """The names an identity check matches: DNS SANs, else the CN (RFC 6125)."""
@@ -120,6 +141,8 @@ def _read_certificate(der: bytes) -> CertificateNames:
     common_name = next((value for oid, value in subject if oid == _OID_CN), "")
     dns: list[str] = []
     ips: list[str] = []
+    uris: list[str] = []
+    has_san = False
     for tag, vstart, _, _ in fields[6:]:
         if tag != _EXTENSIONS:
             continue
@@ -128,14 +151,19 @@ def _read_certificate(der: bytes) -> CertificateNames:
             parts = list(_children(der, ext_s, ext_e))
             if parts[0][0] != _OID or der[parts[0][1] : parts[0][2]] != _OID_SAN:
                 continue
+            has_san = True
             octets = parts[-1]
             _, gn_s, gn_e = _tlv(der, octets[1])
             for gn_tag, g_s, g_e, _ in _children(der, gn_s, gn_e):
                 if gn_tag == _DNS_NAME:
                     dns.append(der[g_s:g_e].decode("ascii", errors="replace").lower())
+                elif gn_tag == _URI:
+                    uris.append(der[g_s:g_e].decode("ascii", errors="replace"))
                 elif gn_tag == _IP_ADDRESS and g_e - g_s in (4, 16):
                     ips.append(str(ipaddress.ip_address(der[g_s:g_e])))
-    return CertificateNames(subject, issuer, common_name, tuple(dns), tuple(ips))
+    return CertificateNames(
+        subject, issuer, common_name, tuple(dns), tuple(ips), tuple(uris), has_san
+    )
 
 
 def pem_certificates(pem: bytes | str) -> list[bytes]:
