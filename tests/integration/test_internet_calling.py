@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from sipshield.lab.sip_ua import Answering, Call, RtpPeer, UserAgent, sdp
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.sip_ua import Answering, Call, RtpPeer, UserAgent, sdp
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +44,17 @@ media:
 class ForeignDomain:
     """Another company's SIP domain as its users see it: they talk to its proxy.
 
-    Quacks like a RunningLab for :class:`UserAgent`: its users' requests go to
-    the foreign proxy and carry its domain; the proxy asks for no password.
+    A :class:`~sipshield.lab.sip_ua.SipService` for :class:`UserAgent`: its
+    users' requests go to the foreign proxy and carry its domain; the proxy
+    asks for no password.
     """
 
     lab: RunningLab
     domain: str
 
     @property
-    def info(self) -> dict[str, Any]:
-        return self.lab.info
+    def tls_ca(self) -> str:
+        return self.lab.tls_ca
 
     def sip(self, transport: str = "udp") -> tuple[str, int]:
         host, _, port = self.lab.info["internet"]["proxy_udp"].rpartition(":")
@@ -85,7 +85,7 @@ def lab_off(tmp_path_factory) -> Iterator[RunningLab]:
 
 
 def _foreign_user(lab: RunningLab, user: str = "bob", domain: str = "foreign.test") -> UserAgent:
-    ua = UserAgent(ForeignDomain(lab, domain), user)  # type: ignore[arg-type]
+    ua = UserAgent(ForeignDomain(lab, domain), user)
     assert ua.register() == 200
     return ua
 
@@ -255,7 +255,7 @@ def test_a_denied_domain_is_refused_both_ways(lab: RunningLab):
     finally:
         alice.close()
     # Someone of the denied domain, through the foreign proxy over TLS.
-    mallory = UserAgent(ForeignDomain(lab, "denied.test"), "mallory")  # type: ignore[arg-type]
+    mallory = UserAgent(ForeignDomain(lab, "denied.test"), "mallory")
     try:
         offer = sdp(RtpPeer().port, "RTP/SAVP", "127.0.0.1", CRYPTO)
         call = mallory.call("alice@sipshield.lab", offer)
