@@ -48,6 +48,7 @@ class InternetSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Which way internet calls may go: off (neither), inbound, outbound or both.
     mode: InternetMode = "off"
     # Domains that may be called and call in; empty allows every domain not denied.
     allow_domains: list[DomainPattern] = Field(default_factory=list)
