@@ -15,6 +15,7 @@ import re
 import socket
 from pathlib import Path
 
+import pycef
 import pytest
 from syslog_rfc5424_parser import SyslogMessage
 
@@ -30,6 +31,11 @@ SYSLOG_SEVERITY_NAMES = {3: "err", 4: "warning", 5: "notice", 6: "info"}
 
 def unescape_sd(value: str) -> str:
     return re.sub(r'\\(["\\\]])', r"\1", value)
+
+
+def unescape_cef(value: str) -> str:
+    """pycef splits the fields but leaves CEF's escapes (backslash before \\ or =)."""
+    return re.sub(r"\\([\\=])", r"\1", value)
 
 
 def hostile_event(action: str = "ban") -> Event:
@@ -61,7 +67,7 @@ def udp_receiver():
     receiver.close()
 
 
-@pytest.mark.parametrize("body_format", ["json", "ecs"])
+@pytest.mark.parametrize("body_format", ["json", "ecs", "cef"])
 def test_hostile_text_stays_inside_its_fields(tmp_path, udp_receiver, body_format):
     port = udp_receiver.getsockname()[1]
     events = sink(tmp_path, {"address": f"udp:127.0.0.1:{port}", "format": body_format})
@@ -91,6 +97,25 @@ def test_hostile_text_stays_inside_its_fields(tmp_path, udp_receiver, body_forma
         "reason": field_text(event.reason),
     }
     assert "\ufffd" in fields["user"] and "\r" not in fields["user"]
+    if body_format == "cef":
+        record = pycef.parse(message["msg"])
+        assert record is not None
+        assert (record["DeviceEventClassID"], record["Severity"]) == ("scanner:ban", "7")
+        extension = {
+            key: unescape_cef(record[key])
+            for key in ("src", "spt", "act", "cat", "suser", "reason", "sipCallId", "sipMethod")
+        }
+        assert extension == {
+            "src": "192.0.2.7",
+            "spt": "5062",
+            "act": "ban",
+            "cat": "scanner",
+            "suser": field_text(HOSTILE),
+            "reason": field_text(event.reason),
+            "sipCallId": field_text(HOSTILE),
+            "sipMethod": "REGISTER",
+        }
+        return
     body = json.loads(message["msg"])
     if body_format == "json":
         # The body is the event as the event file has it, every character kept.
@@ -113,15 +138,24 @@ def test_hostile_text_stays_inside_its_fields(tmp_path, udp_receiver, body_forma
 @pytest.mark.parametrize("action", [*SEVERITY_BY_ACTION, "alert", "rewrite"])
 def test_one_severity_whatever_the_format(tmp_path, udp_receiver, action):
     port = udp_receiver.getsockname()[1]
-    sink(tmp_path, {"address": f"udp:127.0.0.1:{port}", "format": "ecs"}).emit(
-        hostile_event(action)
-    )
-    message = SyslogMessage.parse(udp_receiver.recv(65536).decode()).as_dict()
-    body = json.loads(message["msg"])
-    code = severity(action).code
-    assert message["severity"] == SYSLOG_SEVERITY_NAMES[code]
-    assert body["log"]["syslog"]["severity"]["code"] == code
-    assert body["event"]["severity"] == code
+    received = {}
+    for body_format in ("ecs", "cef"):
+        address = {"address": f"udp:127.0.0.1:{port}", "format": body_format}
+        sink(tmp_path, address).emit(hostile_event(action))
+        received[body_format] = SyslogMessage.parse(udp_receiver.recv(65536).decode()).as_dict()
+    level = severity(action)
+    assert received["ecs"]["severity"] == received["cef"]["severity"]
+    assert received["ecs"]["severity"] == SYSLOG_SEVERITY_NAMES[level.code]
+    document = json.loads(received["ecs"]["msg"])
+    assert document["log"]["syslog"]["severity"]["code"] == level.code
+    assert document["event"]["severity"] == level.code
+    assert pycef.parse(received["cef"]["msg"])["Severity"] == str(level.cef)
+
+
+def test_the_severities_keep_one_order_in_both_scales():
+    levels = sorted(set(SEVERITY_BY_ACTION.values()) | {severity("alert")})
+    # Lower syslog codes are worse; higher CEF numbers are worse.
+    assert [lv.cef for lv in levels] == sorted((lv.cef for lv in levels), reverse=True)
 
 
 def test_tcp_frames_each_event_by_its_length(tmp_path):
@@ -175,7 +209,7 @@ def test_a_dead_collector_is_reported_once_and_costs_no_event(tmp_path, caplog):
     ("syslog", "problem"),
     [
         ("{address: 'udp:collector'}", "events.syslog.address"),
-        ("{address: 'udp:10.0.0.1:514', format: cef}", "events.syslog.format"),
+        ("{address: 'udp:10.0.0.1:514', format: leef}", "events.syslog.format"),
         ("{address: 'unix:/dev/log', facility: local9}", "events.syslog.facility"),
     ],
 )

@@ -2,18 +2,20 @@
 
 One severity table serves every format, so a SIEM sees the same severity
 whichever it reads: the syslog PRI, ``log.syslog.severity`` and
-``event.severity`` of the Elastic Common Schema (ECS) document all come
-from :func:`severity`.
+``event.severity`` of the Elastic Common Schema (ECS) document and the
+ArcSight Common Event Format (CEF) severity all come from :func:`severity`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from sipshield.core.syslog import FACILITIES, SyslogSettings, frame
+from sipshield import __version__
+from sipshield.core.syslog import FACILITIES, SyslogSettings, field_text, frame
 
 if TYPE_CHECKING:
     from sipshield.core.events import Event
@@ -24,12 +26,13 @@ ECS_VERSION = "8.11.0"
 class Severity(NamedTuple):
     code: int  # RFC 5424: 0 emergency ... 7 debug
     name: str
+    cef: int  # CEF: 0 (lowest) ... 10, in the same order
 
 
-WARNING = Severity(4, "warning")
-NOTICE = Severity(5, "notice")
-INFO = Severity(6, "informational")
-ERROR = Severity(3, "error")
+WARNING = Severity(4, "warning", 7)
+NOTICE = Severity(5, "notice", 5)
+INFO = Severity(6, "informational", 3)
+ERROR = Severity(3, "error", 8)
 
 # By action: a ban is the strongest answer to an attack; a refusal or a
 # silent drop stops one request; a module that failed is sipshield's own
@@ -109,11 +112,60 @@ def ecs_document(event: Event, settings: SyslogSettings) -> dict[str, object]:
     return document
 
 
+# CEF escapes: "\" and "|" in the header, "\" and "=" in extension values.
+_CEF_HEADER_SPECIAL = re.compile(r"([\\|])")
+_CEF_VALUE_SPECIAL = re.compile(r"([\\=])")
+
+
+def _cef_header(value: str) -> str:
+    return _CEF_HEADER_SPECIAL.sub(r"\\\1", field_text(value))
+
+
+def _cef_value(value: str) -> str:
+    return _CEF_VALUE_SPECIAL.sub(r"\\\1", field_text(value))
+
+
+def cef_line(event: Event) -> str:
+    """The event as one ArcSight Common Event Format record (CEF:0)."""
+    ip, port = split_source(event.src)
+    header = "|".join(
+        _cef_header(field)
+        for field in (
+            "sipshield",
+            "sipshield",
+            __version__,
+            f"{event.module}:{event.action}",
+            f"{event.module} {event.action}",
+        )
+    )
+    extension = {
+        "rt": str(int(event.ts * 1000)),
+        "dvchost": event.node,
+        "src": ip,
+        "spt": "" if port is None else str(port),
+        "act": event.action,
+        "cat": event.module,
+        "reason": event.reason,
+        "suser": event.user,
+        "cs1Label": "sipMethod",
+        "cs1": event.method,
+        "cs2Label": "sipCallId",
+        "cs2": event.call_id,
+        "cs3Label": "mode",
+        "cs3": event.mode,
+    }
+    fields = " ".join(f"{key}={_cef_value(value)}" for key, value in extension.items() if value)
+    return f"CEF:0|{header}|{severity(event.action).cef}|{fields}"
+
+
 def syslog_message(event: Event, settings: SyslogSettings, procid: int) -> bytes:
     """The event as one RFC 5424 message, its body in the format the policy chose."""
-    body = (
-        _json(ecs_document(event, settings)) if settings.format == "ecs" else _json(asdict(event))
-    )
+    if settings.format == "ecs":
+        body = _json(ecs_document(event, settings))
+    elif settings.format == "cef":
+        body = cef_line(event)
+    else:
+        body = _json(asdict(event))
     return frame(
         facility=settings.facility,
         severity=severity(event.action).code,

@@ -12,7 +12,8 @@ method) is made safe for each place it lands: in a structured-data value,
 control characters and line separators become U+FFFD and ``"``, ``\\`` and
 ``]`` are escaped (RFC 5424 section 6.3.3); in the header fields it never
 appears; the message body is ASCII JSON (``\\u`` escapes), so no byte of it
-can end a line or a frame.
+can end a line or a frame (a CEF body escapes as CEF says and carries no
+line breaks either).
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ class SyslogSettings(BaseModel):
 
     # udp:HOST:PORT, tcp:HOST:PORT, or unix:/PATH (a local datagram socket, /dev/log).
     address: str
-    # The message body: "json" (the event as in the event file) or "ecs"
-    # (Elastic Common Schema fields).
-    format: Literal["json", "ecs"] = "json"
+    # The message body: "json" (the event as in the event file), "ecs"
+    # (Elastic Common Schema fields) or "cef" (ArcSight Common Event Format).
+    format: Literal["json", "ecs", "cef"] = "json"
     facility: Facility = "local0"
     app_name: str = Field(default="sipshield", pattern=r"^[!-~]{1,48}$")
     # Seconds a TCP connect or send may take; a collector that is down is
