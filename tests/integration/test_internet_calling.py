@@ -35,6 +35,7 @@ peers:
 internet:
   mode: MODE
   deny_domains: [denied.test]
+  require_tls: REQUIRE_TLS
 media:
   rtpengine: {ng: ["127.0.0.1:2223"]}
 """
@@ -64,9 +65,10 @@ class ForeignDomain:
         return ""
 
 
-def _start(tmp: Path, mode: str) -> RunningLab:
+def _start(tmp: Path, mode: str, require_tls: bool = True) -> RunningLab:
     policy = tmp / f"internet-{mode}.yaml"
-    policy.write_text(POLICY.replace("MODE", mode))
+    text = POLICY.replace("MODE", mode).replace("REQUIRE_TLS", str(require_tls).lower())
+    policy.write_text(text)
     return lab_up(policy, tmp / f"lab-{mode}", None, "--internet")
 
 
@@ -80,6 +82,14 @@ def lab(tmp_path_factory) -> Iterator[RunningLab]:
 @pytest.fixture(scope="module")
 def lab_off(tmp_path_factory) -> Iterator[RunningLab]:
     running = _start(tmp_path_factory.mktemp("internet-off"), "off")
+    yield running
+    lab_down(running)
+
+
+@pytest.fixture(scope="module")
+def lab_naptr(tmp_path_factory) -> Iterator[RunningLab]:
+    """TLS not required: DNS (NAPTR) chooses the transport."""
+    running = _start(tmp_path_factory.mktemp("internet-naptr"), "both", require_tls=False)
     yield running
     lab_down(running)
 
@@ -287,3 +297,39 @@ def test_internet_off_refuses_both_ways(lab_off: RunningLab):
     finally:
         bob.close()
     _local_call_passes(lab)
+
+
+FINGERPRINT = "a=fingerprint:sha-256 " + ":".join(["5A"] * 32)
+
+
+def test_without_require_tls_naptr_chooses_tls_and_the_server_is_still_checked(
+    lab_naptr: RunningLab,
+):
+    """RFC 3263 in full: NAPTR (SIPS+D2T only, in the lab's zone), SRV, A; TLS chosen,
+    so the server must prove the domain as before."""
+    lab = lab_naptr
+    alice, bob = UserAgent(lab, "alice"), _foreign_user(lab)
+    try:
+        assert alice.register() == 200
+        # The hop's transport is DNS's choice, unknown when the offer is made:
+        # SRTP goes as DTLS-SRTP, which needs no TLS to keep its keys.
+        answering = bob.answer_in_background(
+            sdp(RtpPeer().port, "UDP/TLS/RTP/SAVP", "127.0.0.1", FINGERPRINT, "a=setup:active")
+        )
+        call = alice.call("bob@foreign.test", sdp(RtpPeer().port))
+        assert call.reply is not None and call.reply.status == 200, call.reply
+        assert answering.invite is not None
+        assert "UDP/TLS/RTP/SAVP" in answering.invite.body, answering.invite.body
+        (invite,) = _foreign_received(lab, "INVITE", call.call_id)
+        assert "proto=tls" in invite, invite
+        dns = lab.log("dns")
+        assert "query[NAPTR] foreign.test" in dns, dns[-2000:]
+        assert call.bye() == 200
+        answering.wait()
+    finally:
+        alice.close()
+        bob.close()
+    with _calling_out(lab, "bob@impostor.test") as (call, _):
+        assert call.reply is not None and call.reply.status >= 400, call.reply
+    event = lab.wait_for_event(module="internet", call_id=call.call_id)
+    assert "presented a certificate for" in event["reason"], event
