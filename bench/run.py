@@ -41,6 +41,7 @@ from bench import (
     metrics_bench,
     report,
     stock_dropin,
+    toll_fraud_bench,
     topology_bench,
 )
 from bench.plan import FULL, QUICK, Plan
@@ -65,7 +66,7 @@ PARTS_HELP = (
     "comma-separated parts: comparison numbers (1-based: "
     + "; ".join(f"{n} {c.ours}" for n, c in enumerate(COMPARISONS, 1))
     + "; the floors always run with them), 'capacity', 'stages', 'dropin', 'kernel',"
-    " 'media', 'content', 'metrics', 'topology'; default all"
+    " 'media', 'content', 'metrics', 'topology', 'toll_fraud'; default all"
 )
 
 
@@ -155,6 +156,10 @@ def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]
         result = topology_bench.measure(quick)
         return topology_bench.report(result), result.as_json()
 
+    def toll_fraud() -> tuple[str, Any]:
+        result = toll_fraud_bench.measure(quick)
+        return toll_fraud_bench.report(result), result.as_json()
+
     def media() -> tuple[str, Any]:
         result = media_bench.measure(quick)
         return "\n".join(media_bench.report_lines(result)), result
@@ -166,6 +171,7 @@ def _extras(quick: bool) -> dict[str, tuple[str, Callable[[], tuple[str, Any]]]]
         "content": ("content inspection of MESSAGE and NOTIFY", content),
         "metrics": ("the Prometheus metrics, off and on", metrics),
         "topology": ("topology hiding, off and on", topology),
+        "toll_fraud": ("toll-fraud limits on calls out, off and on", toll_fraud),
     }
 
 

@@ -29,6 +29,8 @@ class Flow:
     # A callee (SIPp's ``callee`` scenario, registered as CALLEE) answers.
     answered: bool = False
     callee: str = "call_uas"
+    # A call to this number instead, out through the lab's carrier, which answers.
+    number: str = ""
 
 
 # Through a lab: the PBX challenges, and each call crosses the SBC twice.
@@ -94,6 +96,17 @@ def run_flow(
         "cpus": LOAD_CPU_LIST,
         "auth": auth,
     }
+    if flow.number:
+        keys |= {"caller": CALLER}
+        result = run_sipp(
+            flow.scenario,
+            endpoint.target,
+            service=flow.number,
+            talk_ms=TALK_MS,
+            keys=keys,
+            **options,
+        )
+        return _outcome(result, calls)
     if not flow.answered:
         result = run_sipp(flow.scenario, endpoint.target, service=CALLER, keys=keys, **options)
         return _outcome(result, calls)

@@ -28,3 +28,5 @@ class CallEvent:
     # Where the message that caused it came from ("" for a timeout), for events.
     src_ip: str = ""
     src_port: int = 0
+    # The method of the message that caused it ("BYE"; a reply's CSeq method).
+    method: str = ""

@@ -404,7 +404,8 @@ class KemiHandler:
             pv = self.ksr.pv
             call_id = str(pv.get("$dlg(callid)") or pv.get("$ci") or "")
             source = (str(pv.get("$si") or ""), int(pv.get("$sp") or 0))
-            self.pipeline.call_event(CallEvent(kind, call_id, *source))
+            method = str(pv.get("$rm") or "")
+            self.pipeline.call_event(CallEvent(kind, call_id, *source, method))
         except Exception:
             log.exception("sipshield core error on the dialog event %s", event_name)
         return 1

@@ -14,6 +14,7 @@ abroad is ``premium``, not ``international``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import phonenumbers
@@ -59,6 +60,9 @@ class Destination:
         return self.number[: plus + digits]
 
 
+# Parsing and typing a number costs tens of microseconds; the same numbers are
+# called again and again.  Bounded, as the numbers are the caller's to choose.
+@lru_cache(maxsize=4096)
 def classify(dialled: str, home_region: str, high_risk: tuple[str, ...] = ()) -> Destination:
     """The class of a call to ``dialled`` (a Request-URI user of digits, maybe after "+")."""
     try:

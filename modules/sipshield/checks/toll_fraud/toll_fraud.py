@@ -203,6 +203,10 @@ class TollFraud(SecurityModule):
         if event.kind == "answered":
             self._ledger(state).answered(event.call_id, self._clock())
             return None
+        if event.method == "BYE":
+            # The BYE meets the relay phase next, on this node, which ends the
+            # call there (check_relay), unless a module refuses it as forged.
+            return None
         return self._ended(event.call_id, state)
 
     def _ended(self, call_id: str, state: SharedState) -> Alert | None:
