@@ -4,8 +4,9 @@ The lab runs the example policy; the selftest attacks it from addresses of
 its own (127.0.0.40-47) with two of the lab's users as test accounts, then
 lifts the bans it caused.  The verdicts expected are written out here, not
 taken from the selftest.  Beside the attacks, the lab's users still register
-and call.  A second lab runs the same policy with flood control off: told to
-expect the example policy, the selftest fails there.
+and call.  A second lab runs the same policy with the defences off: told to
+expect the example policy, the selftest sees every attack a module should
+stop get through, and fails.
 """
 
 from __future__ import annotations
@@ -105,18 +106,47 @@ def test_every_attack_gives_its_expected_verdict_and_users_still_call(lab: Runni
             callee.close()
 
 
-def test_a_module_switched_off_makes_the_selftest_fail(tmp_path):
-    unprotected = EXAMPLE_POLICY.read_text().replace(
-        "  - name: flood\n    mode: enforce", '  - name: flood\n    mode: "off"', 1
-    )
-    assert unprotected != EXAMPLE_POLICY.read_text()
-    with lab_with_policy(tmp_path, unprotected) as lab:
-        # Expecting the example policy's flood control: the burst gets through.
-        code, report = selftest(lab, str(EXAMPLE_POLICY), "--only", "flood-options")
-        [result] = report["results"]
-        assert (result["expected"], result["observed"]) == ("stopped", "not stopped")
-        assert result["status"] == "FAIL" and code == 1
-        assert result["evidence"] == "100 of 100 answered; 10 of the last 10 answered"
+# The modules each attack relies on, switched off in the unprotected lab.
+SWITCHED_OFF = (
+    "validation", "flood", "scanner", "brute_force", "sdes_guard", "dialog_guard",
+    "cancel_guard", "refer_policy", "device_control",
+)  # fmt: skip
+# What the unprotected lab lets through: everything but what no module does
+# (kamailio.cfg's own signature, the TLS settings, the PBX's uniform answers).
+UNPROTECTED = {
+    **{name: "not stopped" for name in EXPECTED},
+    "fingerprint-sbc": "stopped",
+    "enumeration": "stopped",
+    "tls-old-versions": "stopped",
+    "tls-weak-ciphers": "stopped",
+}
+
+
+def unprotected_policy() -> str:
+    text = EXAMPLE_POLICY.read_text()
+    for name in SWITCHED_OFF:
+        enforcing = f"  - name: {name}\n    mode: enforce"
+        assert enforcing in text, name
+        text = text.replace(enforcing, f'  - name: {name}\n    mode: "off"', 1)
+    strict = "    strict_source: true "
+    assert strict in text
+    return text.replace(strict, "    strict_source: false ", 1)
+
+
+def test_with_the_defences_off_every_attack_gets_through_and_the_selftest_fails(tmp_path):
+    with lab_with_policy(tmp_path, unprotected_policy()) as lab:
+        # Expecting the example policy: each attack a module should stop gets through.
+        code, report = selftest(lab, str(EXAMPLE_POLICY))
+        observed = {r["attack"]: r["observed"] for r in report["results"]}
+        assert observed == UNPROTECTED, json.dumps(report["results"], indent=1)
+        failed = {r["attack"] for r in report["results"] if r["status"] == "FAIL"}
+        assert failed == {a for a, seen in UNPROTECTED.items() if seen != EXPECTED[a]}
+        assert code == 1 and report["passed"] is False
+        by_name = {r["attack"]: r for r in report["results"]}
+        assert by_name["flood-options"]["evidence"] == (
+            "100 of 100 answered; 10 of the last 10 answered"
+        )
+        assert by_name["forged-bye"]["evidence"].startswith("forged BYE answered 200")
 
         # Told the policy the lab really runs, the selftest expects just that.
         code, report = selftest(lab, lab.info["policy"], "--only", "flood-options")

@@ -60,6 +60,16 @@ def enforced(policy: Policy, name: str) -> tuple[Any | None, str]:
     entry = module(policy, name)
     if entry is None:
         return None, f"{name} is not in the policy"
+    if entry.mode == "off":
+        return None, f"{name} is off"
     if entry.mode != "enforce":
         return None, f"{name} is in {entry.mode} mode"
     return entry, f"{name} enforces"
+
+
+def expect_enforced(policy: Policy, name: str, how: str = "") -> Expectation:
+    """Stopped when the module enforces (``how`` says how it stops the attack)."""
+    entry, phrase = enforced(policy, name)
+    if entry is None:
+        return Expectation(False, phrase)
+    return Expectation(True, f"{phrase}: {how}" if how else phrase)

@@ -7,9 +7,11 @@ with the user agent the integration tests use (sipshield.lab.sip_ua).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+from sipshield.core.policy import Policy
 from sipshield.lab.sip_ua import Answering, Call, RtpPeer, UserAgent, sdp
 from sipshield.ops.selftest.attack import NotRunnable
 from sipshield.ops.selftest.target import Context
@@ -36,10 +38,27 @@ def phones(ctx: Context) -> Iterator[tuple[UserAgent, UserAgent]]:
         callee.close()
 
 
-def offer(ctx: Context, media: RtpPeer | None = None, proto: str = "RTP/AVP", *lines: str) -> str:
-    """An SDP offer for media at the users' address (a fresh port unless ``media``)."""
+def srtp_mandatory(policy: Policy) -> bool:
+    return policy.media is not None and policy.media.users.srtp == "mandatory"
+
+
+def offer(ctx: Context, media: RtpPeer | None = None) -> str:
+    """An SDP offer the policy accepts from a user, for media at the users' address.
+
+    Plain RTP, or DTLS-SRTP where the policy makes SRTP mandatory (the
+    fingerprint is random: enough for signalling, no DTLS handshake follows).
+    """
     port = media.port if media else ctx.media().port
-    return sdp(port, proto, ctx.user_source, *lines)
+    if not srtp_mandatory(ctx.policy):
+        return sdp(port, "RTP/AVP", ctx.user_source)
+    fingerprint = ":".join(f"{b:02X}" for b in secrets.token_bytes(32))
+    return sdp(
+        port,
+        "UDP/TLS/RTP/SAVP",
+        ctx.user_source,
+        f"a=fingerprint:sha-256 {fingerprint}",
+        "a=setup:actpass",
+    )
 
 
 def answered_call(

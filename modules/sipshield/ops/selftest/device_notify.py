@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sipshield.core.policy import Policy
-from sipshield.ops.selftest.attack import Attack, Expectation, Outcome, enforced
+from sipshield.ops.selftest.attack import Attack, Expectation, Outcome, expect_enforced
 from sipshield.ops.selftest.calls import phones
 from sipshield.ops.selftest.raw_requests import request
 from sipshield.ops.selftest.target import Context, final
@@ -15,8 +15,7 @@ class CheckSyncNotify(Attack):
     needs = ("accounts",)
 
     def expect(self, policy: Policy) -> Expectation:
-        entry, phrase = enforced(policy, "device_control")
-        return Expectation(entry is not None, phrase + " (from outside the provisioning sources)")
+        return expect_enforced(policy, "device_control", "the attacker is no provisioning source")
 
     def run(self, ctx: Context) -> Outcome:
         domain = ctx.target.domain

@@ -36,19 +36,18 @@ def revealing(replies: bytes) -> list[str]:
 
 class OwnRepliesFingerprint(Attack):
     name = "fingerprint-sbc"
-    summary = "the SBC's own replies (OPTIONS to it, an unknown method) name no product or version"
+    summary = "the SBC's own reply (an OPTIONS to it, which it answers itself) names no product"
 
     def expect(self, policy: Policy) -> Expectation:
         return Expectation(True, "kamailio.cfg hides Kamailio's signature (server_signature=no)")
 
     def run(self, ctx: Context) -> Outcome:
         host, port = ctx.target.sip()
-        replies = b"".join(
-            ctx.exchange(request(method, f"sip:{host}:{port}", ctx.attacker, ctx.target.domain))
-            for method in ("OPTIONS", "XFINGER")
+        replies = ctx.exchange(
+            request("OPTIONS", f"sip:{host}:{port}", ctx.attacker, ctx.target.domain)
         )
         if not replies:
-            raise NotRunnable("the SBC answered neither OPTIONS nor an unknown method")
+            raise NotRunnable("the SBC did not answer an OPTIONS to itself")
         found = revealing(replies)
         return Outcome(not found, "; ".join(found) or "no product or version in the replies")
 
@@ -71,6 +70,8 @@ class RelayedRepliesFingerprint(Attack):
         unknown = f"sip:probe-{secrets.token_hex(3)}@{domain}"
         replies = ctx.exchange(request("REGISTER", f"sip:{domain}", ctx.attacker, domain))
         replies += ctx.exchange(request("OPTIONS", unknown, ctx.attacker, domain))
+        # An unknown method: refused by the SBC when validation enforces, else the PBX answers.
+        replies += ctx.exchange(request("XFINGER", f"sip:{domain}", ctx.attacker, domain))
         if not replies:
             raise NotRunnable("no relayed reply came back")
         found = revealing(replies)

@@ -9,7 +9,7 @@ the caller's real BYE gets 200, or its real CANCEL ends the ringing call.
 from __future__ import annotations
 
 from sipshield.core.policy import Policy
-from sipshield.ops.selftest.attack import Attack, Expectation, NotRunnable, Outcome, enforced
+from sipshield.ops.selftest.attack import Attack, Expectation, NotRunnable, Outcome, expect_enforced
 from sipshield.ops.selftest.calls import answered_call, offer, phones
 from sipshield.ops.selftest.target import Context, final
 
@@ -20,8 +20,7 @@ class ForgedBye(Attack):
     needs = ("accounts",)
 
     def expect(self, policy: Policy) -> Expectation:
-        entry, phrase = enforced(policy, "dialog_guard")
-        return Expectation(entry is not None, phrase + " (signed dialog tokens bind the address)")
+        return expect_enforced(policy, "dialog_guard", "signed dialog tokens bind the address")
 
     def run(self, ctx: Context) -> Outcome:
         with phones(ctx) as (caller, callee):
@@ -46,9 +45,8 @@ class ForgedCancel(Attack):
     needs = ("accounts",)
 
     def expect(self, policy: Policy) -> Expectation:
-        entry, phrase = enforced(policy, "cancel_guard")
-        return Expectation(
-            entry is not None, phrase + " (a CANCEL must come from the INVITE's source)"
+        return expect_enforced(
+            policy, "cancel_guard", "a CANCEL must come from its INVITE's source"
         )
 
     def run(self, ctx: Context) -> Outcome:

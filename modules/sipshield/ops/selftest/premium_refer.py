@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import suppress
 
 from sipshield.core.policy import Policy
-from sipshield.ops.selftest.attack import Attack, Expectation, Outcome, enforced
+from sipshield.ops.selftest.attack import Attack, Expectation, Outcome, expect_enforced
 from sipshield.ops.selftest.calls import answered_call, offer, phones
 from sipshield.ops.selftest.target import Context
 
@@ -19,8 +19,7 @@ class PremiumRefer(Attack):
     needs = ("accounts",)
 
     def expect(self, policy: Policy) -> Expectation:
-        entry, phrase = enforced(policy, "refer_policy")
-        return Expectation(entry is not None, phrase)
+        return expect_enforced(policy, "refer_policy")
 
     def run(self, ctx: Context) -> Outcome:
         target = f"<sip:{PREMIUM}@{ctx.target.domain};user=phone>"

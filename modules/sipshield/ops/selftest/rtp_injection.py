@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from sipshield.core.policy import Policy
 from sipshield.lab.sip_ua import media_address, media_port, talk
-from sipshield.ops.selftest.attack import Attack, Expectation, Outcome
-from sipshield.ops.selftest.calls import answered_call, offer, phones
+from sipshield.ops.selftest.attack import Attack, Expectation, NotRunnable, Outcome
+from sipshield.ops.selftest.calls import answered_call, offer, phones, srtp_mandatory
 from sipshield.ops.selftest.target import Context
 
 CALLER_SSRC, CALLEE_SSRC, ATTACKER_SSRC = 0xA11CE, 0xB0B, 0xBAD
@@ -30,6 +30,9 @@ class RtpInjection(Attack):
         return Expectation(strict, f"media.users.strict_source is {str(strict).lower()}")
 
     def run(self, ctx: Context) -> Outcome:
+        if srtp_mandatory(ctx.policy):
+            # Plain RTP into an SRTP call is dropped for want of keys, not by strict source.
+            raise NotRunnable("media.users.srtp is mandatory: the selftest has no SRTP phone")
         caller_media, callee_media = ctx.media(), ctx.media()
         injector = ctx.media(ctx.attacker)
         try:
@@ -48,7 +51,12 @@ class RtpInjection(Attack):
                     media_port(answering.invite.body),
                 )
                 talk((caller_media, to_callee, CALLER_SSRC), (callee_media, to_caller, CALLEE_SSRC))
-                callee_media.receive(0.2)
+                heard = {int.from_bytes(p[8:12], "big") for p in callee_media.receive(0.2)}
+                if CALLER_SSRC not in heard:
+                    call.bye()
+                    raise NotRunnable(
+                        "no RTP from the caller reached the callee: nothing to measure"
+                    )
                 injector.send(to_callee, ssrc=ATTACKER_SSRC, count=20)
                 caller_media.send(to_callee, ssrc=CALLER_SSRC, count=5)
                 arrived = {int.from_bytes(p[8:12], "big") for p in callee_media.receive(1.0)}
