@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +27,7 @@ from sipshield.lab.net import free_port
 from sipshield.lab.sipp import credentials_file, run_sipp
 from sipshield.rtpengine import RtpengineClient
 from tests.conftest import REPO
-from tests.integration.lab_fixture import RunningLab, lab_with_policy
+from tests.integration.lab_fixture import SIPSHIELD, RunningLab, lab_with_policy
 from tests.integration.metrics_scrape import counters_only, grown, moved, scrape, value, wait_for
 from tests.integration.sip_messages import options
 
@@ -221,6 +222,35 @@ def test_the_node_gauges_say_redis_is_up_and_which_policy_runs(lab: RunningLab):
     assert value(samples, "sipshield_policy_info", digest=digest) == 1
     loaded = value(samples, "sipshield_policy_loaded_timestamp_seconds")
     assert Path(lab.info["policy"]).stat().st_mtime <= loaded <= time.time()
+
+
+def test_an_expired_ban_is_counted_and_leaves_the_gauge(lab: RunningLab):
+    before = wait_for(lab, lambda now: value(now, "sipshield_redis_up") == 1)
+    account = f"expiring-{time.monotonic_ns()}"
+    subprocess.run(
+        [
+            *SIPSHIELD,
+            "bans",
+            "--lab",
+            str(lab.directory),
+            "add",
+            "--account",
+            account,
+            "--ttl",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    # In force for 4 s (the timer counts every second), then gone and counted once.
+    held = wait_for(lab, grown(before, 1, "sipshield_bans_active", scope="account"))
+    assert value(held, "sipshield_bans_active", scope="account") == 1
+    after = wait_for(lab, grown(before, 1, "sipshield_bans_expired_total"), timeout=30)
+    assert moved(before, after)["sipshield_bans_expired_total{}"] == 1
+    assert value(after, "sipshield_bans_active", scope="account") == 0
+    assert not lab.redis.zscore("sipshield:bans", f"account:{account}")
 
 
 def test_metrics_are_served_only_on_the_metrics_listener(lab: RunningLab):

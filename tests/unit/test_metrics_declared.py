@@ -48,3 +48,4 @@ def test_method_classes_stay_bounded(method, expected):
 def test_a_ban_scope_kind_carries_no_address():
     assert scope_kind("ip:192.0.2.1") == "ip"
     assert scope_kind("user:192.0.2.1:alice") == "user"
+    assert scope_kind("account:alice") == "account"

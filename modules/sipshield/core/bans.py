@@ -33,7 +33,7 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from sipshield.core.metrics import NO_METRICS, Metrics, scope_kind
+from sipshield.core.metrics import NO_METRICS, Metrics
 from sipshield.core.state import StateUnavailable
 
 log = logging.getLogger("sipshield.core.bans")
@@ -87,6 +87,22 @@ WAIT_TIMEOUT_MS = 200
 MAX_HELD_BANS = 10000
 # Held bans one resync writes (the request that triggers it waits for them).
 HELD_BANS_PER_RESYNC = 50
+
+
+# Removes the expired bans from the index and counts the rest by scope kind,
+# inside Redis: no ban is sent back.
+CENSUS_SCRIPT = f"""
+local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local users, accounts = 0, 0
+for _, scope in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(scope, 1, {len(USER_SCOPE)}) == '{USER_SCOPE}' then
+    users = users + 1
+  elseif string.sub(scope, 1, {len(ACCOUNT_SCOPE)}) == '{ACCOUNT_SCOPE}' then
+    accounts = accounts + 1
+  end
+end
+return {{removed, redis.call('ZCARD', KEYS[1]) - users - accounts, users, accounts}}
+"""
 
 
 def scope_key(ip: str, user: str = "", account: str = "") -> str:
@@ -321,23 +337,15 @@ class BanStore:
     def census(self) -> dict[str, int]:
         """Bans in force by scope kind, after removing the expired ones from the index.
 
-        One round trip; the timer process calls it.  ``ZREM`` tells each node
-        how many it removed itself, so an expiry is counted once in a cluster.
+        One round trip, counted inside Redis (no ban is sent back); the timer
+        process calls it.  ``ZREMRANGEBYSCORE`` tells each node how many it
+        removed itself, so an expiry is counted once in a cluster.
         """
-        now = self.clock()
-
-        def operation(client: Any) -> tuple[int, list[str]]:
-            expired = client.zrangebyscore(self.index_key, "-inf", now)
-            removed = int(client.zrem(self.index_key, *expired)) if expired else 0
-            return removed, client.zrangebyscore(self.index_key, now, "+inf")
-
-        removed, live = self.state.run(operation)
-        self.metrics.bans_expired(removed)
-        counts: dict[str, int] = {}
-        for scope in live:
-            kind = scope_kind(scope)
-            counts[kind] = counts.get(kind, 0) + 1
-        return counts
+        removed, ip, user, account = self.state.script(
+            CENSUS_SCRIPT, [self.index_key], [self.clock()]
+        )
+        self.metrics.bans_expired(int(removed))
+        return {"ip": int(ip), "user": int(user), "account": int(account)}
 
     def list(self) -> list[BanRecord]:
         now = self.clock()

@@ -124,7 +124,7 @@ METHOD_CLASSES = frozenset(
     )
 )
 OUTCOMES = ("passed", "blocked")
-BAN_SCOPES = ("ip", "user")
+BAN_SCOPES = ("ip", "user", "account")
 
 
 def method_class(method: str) -> str:
@@ -132,7 +132,7 @@ def method_class(method: str) -> str:
 
 
 def scope_kind(scope: str) -> str:
-    """``ip`` or ``user`` from a ban's scope key (``ip:...``, ``user:...``)."""
+    """``ip``, ``user`` or ``account`` from a ban's scope key (``ip:...``, ``user:...``)."""
     return scope.partition(":")[0]
 
 

@@ -4,7 +4,7 @@ Nothing on a request's path asks Redis for these.  The timer process (every
 200 ms) calls :meth:`NodeGauges.tick`; at most once per ``interval_s`` it
 pings Redis (availability, round-trip time) and counts the bans in force,
 removing the expired ones from the index (which counts them), in two round
-trips in all.
+trips in all (the second a script that counts inside Redis).
 """
 
 from __future__ import annotations
