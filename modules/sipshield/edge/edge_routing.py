@@ -51,6 +51,7 @@ from sipshield.edge.media import (
     Leg,
     MediaAnchor,
 )
+from sipshield.edge.topology_hiding import TOPOS_SKIPS
 from sipshield.sip.ksr_message import read_pv
 from sipshield.sip.message import SipRequest
 
@@ -69,8 +70,6 @@ NAT_TEST_REPLY = 1
 # notifications): from behind NAT over UDP, its binding must be kept open.
 # TCP and TLS users keep their own connection open.
 KEEPALIVE_METHODS = ("REGISTER", "SUBSCRIBE")
-# Requests that Kamailio's topos never hides (they end at the registrar).
-TOPOS_SKIPS = ("REGISTER", "PUBLISH")
 # The host of the message's (first) Contact URI, request or reply.
 CONTACT_HOST = "$(ct{nameaddr.uri}{uri.host})"
 # Our Record-Route parameter on an internet call: its in-dialog requests are

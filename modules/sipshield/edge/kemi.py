@@ -169,7 +169,9 @@ class KemiHandler:
             else None
         )
         self.outbound_tls = OutboundTlsCheck(policy)
-        self.hiding = TopologyHiding(policy.topology_hiding, ksr)
+        self.hiding = TopologyHiding(
+            policy.topology_hiding, ksr, policy.redis.on_failure, self.state.node
+        )
 
     def view(self) -> KsrMessage:
         """The current request, as the modules read it."""
@@ -281,6 +283,9 @@ class KemiHandler:
             log.info("SIP from %s:%s on the metrics listener dropped", view.src_ip, view.src_port)
             return 1
         if not self.protect(view) and self.router is not None:
+            if self.hiding.refuses(view):
+                remediation.reply(self.ksr, 503, "Service Unavailable")
+                return 1
             self.hiding.strip_inside_headers(view.from_pbx)
             self.router.route(view)
         return 1
@@ -385,6 +390,10 @@ class KemiHandler:
             self.gauges.tick()
         except Exception:
             log.exception("sipshield core error while measuring the node's gauges")
+        try:
+            self.hiding.on_timer(self.state)
+        except Exception:
+            log.exception("sipshield core error while checking topology hiding's Redis")
         return 1
 
     def ksr_xhttp_event(self, msg: Any, event_name: str = "") -> int:

@@ -17,17 +17,34 @@ SDP ``o=`` and ``c=`` are rewritten by the media anchoring (rtpengine's
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Annotated, Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sipshield.core import remediation
+from sipshield.core.module import FailureMode
 from sipshield.core.policy_types import PolicyError
+from sipshield.core.state import SharedState, StateUnavailable
+
+if TYPE_CHECKING:
+    from sipshield.core.node_counters import NodeCounters
+    from sipshield.sip.message import SipRequest
+
+log = logging.getLogger("sipshield.edge.topology_hiding")
 
 # The ndb_redis server that kamailio.cfg's topos_redis uses.
 TOPOS_SERVER = "topos"
+# Requests that Kamailio's topos never hides (they end at the registrar).
+TOPOS_SKIPS = ("REGISTER", "PUBLISH")
+# The node's htable item saying topos's Redis did not answer the last ping
+# (1), or did (0); window_counts' merge skips items of other kinds.
+REDIS_DOWN = "topology_hiding|redis-down"
+PING_INTERVAL_S = 1.0
 _TOKEN = re.compile(r"^[A-Za-z0-9!%'*+.^_`|~-]+$")
 # Headers the SIP exchange itself needs: stripping them would break calls.
 # The routing ones among them are topos's business, not a list's.
@@ -83,12 +100,25 @@ class TopologyHidingSettings(BaseModel):
 
 
 class TopologyHiding:
-    """What KEMI's handler asks about hiding: one instance per Kamailio worker."""
+    """What KEMI's handler asks about hiding: one instance per Kamailio process."""
 
-    def __init__(self, settings: TopologyHidingSettings, ksr: Any) -> None:
+    def __init__(
+        self,
+        settings: TopologyHidingSettings,
+        ksr: Any,
+        on_redis_failure: FailureMode = "open",
+        node: NodeCounters | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.enabled = settings.enabled
         self.strip_headers = tuple(settings.strip_headers)
         self.ksr = ksr
+        self.on_redis_failure = on_redis_failure
+        # The node's htable, where the timer process says whether Redis answers.
+        self.node = node
+        self.clock = clock
+        self._next_ping = 0.0
+        self._outage_seen = False
         topos_loaded = hasattr(ksr, "topos")
         if self.enabled and not topos_loaded:
             raise PolicyError(
@@ -112,6 +142,43 @@ class TopologyHiding:
         """Remove the policy's headers from a message the PBX sent (request or reply)."""
         if self.enabled and from_pbx:
             remediation.remove_headers(self.ksr, self.strip_headers)
+
+    def on_timer(self, state: SharedState) -> None:
+        """The node's timer process: whether topos's Redis answers, for every worker to read."""
+        if not self.enabled or self.node is None or self.clock() < self._next_ping:
+            return
+        self._next_ping = self.clock() + PING_INTERVAL_S
+        try:
+            state.run(lambda client: client.ping())
+            self.node.put(REDIS_DOWN, 0)
+        except StateUnavailable:
+            self.node.put(REDIS_DOWN, 1)
+
+    def refuses(self, msg: SipRequest) -> bool:
+        """True when ``msg`` must be refused: topos would hide it, and cannot (no Redis).
+
+        With ``redis.on_failure: open`` it is relayed, the inside visible,
+        and the outage is logged once per worker.
+        """
+        if not self.enabled or self.node is None or msg.in_dialog:
+            return False
+        if msg.method in (*TOPOS_SKIPS, "ACK", "CANCEL"):
+            return False
+        if msg.method == "OPTIONS" and "@" not in msg.ruri:
+            return False  # a keepalive to the SBC itself, answered here
+        down = self.node.value(REDIS_DOWN) == 1
+        if down != self._outage_seen:
+            self._outage_seen = down
+            if down:
+                log.error(
+                    "topology hiding: Redis does not answer, topos cannot hide; requests "
+                    "outside dialogs are %s (redis.on_failure: %s)",
+                    "refused (503)" if self.on_redis_failure == "closed" else "relayed unhidden",
+                    self.on_redis_failure,
+                )
+            else:
+                log.warning("topology hiding: Redis answers again")
+        return down and self.on_redis_failure == "closed"
 
 
 def topos_redis_server(redis_url: str) -> str:
