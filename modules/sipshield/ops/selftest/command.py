@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipshield.core.policy import Policy
+    from sipshield.ops.selftest.attack import Attack
+    from sipshield.ops.selftest.guard import Scope
+    from sipshield.ops.selftest.runner import Result
+    from sipshield.ops.selftest.target import Target
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -52,10 +61,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     selftest.set_defaults(run=run)
 
 
+class UsageError(Exception):
+    """A missing or malformed option; the message says which."""
+
+
 def _address(value: str, option: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
-        raise SystemExit(f"sipshield selftest: {option} {value!r}: give IP:PORT")
+        raise UsageError(f"{option} {value!r}: give IP:PORT")
     return host, int(port)
 
 
@@ -80,39 +93,55 @@ def _confirmed(args: argparse.Namespace) -> bool:
     return answer.strip() == args.target
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.list:
-        return _list()
-    if not args.target or not args.policy:
-        print("sipshield selftest: --target and --policy are required", file=sys.stderr)
-        return EXIT_USAGE
+@dataclass(frozen=True)
+class Plan:
+    """What a run does: against which target, within which scope, with which expectations."""
+
+    policy: Policy
+    target: Target
+    scope: Scope
+    attacks: tuple[Attack, ...]
+
+
+def _plan(args: argparse.Namespace) -> Plan:
     from sipshield.core.policy import PolicyError, load_policy
     from sipshield.ops.selftest.catalogue import CATALOGUE, by_name
     from sipshield.ops.selftest.guard import Scope
-    from sipshield.ops.selftest.runner import run_attacks, table, to_json
     from sipshield.ops.selftest.target import Account, Target
 
+    if not args.target or not args.policy:
+        raise UsageError("--target and --policy are required")
     try:
         policy = load_policy(args.policy)
     except PolicyError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("\n".join(exc.errors)) from None
     sip, tls = _address(args.target, "--target"), _address(args.tls, "--tls") if args.tls else None
     accounts = []
     for value in args.account:
         user, sep, password = value.partition(":")
         if not sep:
-            print(f"sipshield selftest: --account {user!r}: give USER:PASSWORD", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"--account {user!r}: give USER:PASSWORD")
         accounts.append(Account(user, password))
+    if len(args.source) < 2:
+        raise UsageError("give at least two --source addresses (accounts, attacker)")
     try:
         attacks = by_name(args.only) if args.only else CATALOGUE
-        targets = {sip[0], *([tls[0]] if tls else []), *args.media_address}
-        scope = Scope(targets, args.source, args.rate)
-        if len(args.source) < 2:
-            raise ValueError("give at least two --source addresses (accounts, attacker)")
+        scope = Scope({sip[0], *([tls[0]] if tls else []), *args.media_address}, args.source,
+                      args.rate)  # fmt: skip
     except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    target = Target(sip, args.domain or policy.domain, tls, tuple(accounts), args.tls_ca)
+    return Plan(policy, target, scope, attacks)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sipshield.ops.selftest.runner import run_attacks, table, to_json
+
+    if args.list:
+        return _list()
+    try:
+        plan = _plan(args)
+    except UsageError as exc:
         print(f"sipshield selftest: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not _confirmed(args):
@@ -121,23 +150,22 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    target = Target(sip, args.domain or policy.domain, tls, tuple(accounts), args.tls_ca)
     started = time.time()
 
-    def progress(result: object) -> None:
+    def progress(result: Result) -> None:
         if not args.json:
-            print(f"  {result.attack}: {result.status}", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
+            print(f"  {result.attack}: {result.status}", file=sys.stderr, flush=True)
 
-    results = run_attacks(attacks, target, scope, policy, args.source, progress)
-    report = to_json(results, target, started)
+    results = run_attacks(plan.attacks, plan.target, plan.scope, plan.policy, args.source, progress)
+    report = to_json(results, plan.target, started)
     print(report if args.json else table(results))
     if args.report:
         Path(args.report).write_text(report + "\n")
-    _after(args, policy, results)
+    _after(args, plan.policy, results)
     return EXIT_FAILED if any(r.status == "FAIL" for r in results) else EXIT_OK
 
 
-def _after(args: argparse.Namespace, policy: object, results: list) -> None:
+def _after(args: argparse.Namespace, policy: Policy, results: list[Result]) -> None:
     """Lift the bans the run caused (--lift-bans), or say which there may be."""
     banning = sorted({r.source for r in results if r.leaves != "nothing" and r.source})
     if not banning:
@@ -152,7 +180,7 @@ def _after(args: argparse.Namespace, policy: object, results: list) -> None:
     from sipshield.core.bans import BanSettings, BanStore
     from sipshield.core.state import SharedState, StateUnavailable
 
-    store = BanStore(SharedState(policy.redis), BanSettings())  # type: ignore[attr-defined]
+    store = BanStore(SharedState(policy.redis), BanSettings())
     lifted = []
     try:
         for record in store.list():

@@ -99,8 +99,9 @@ class GuardedSocket(socket.socket):
     """A socket that checks every bind, connect and send against its scope.
 
     A stream socket is checked when it connects: afterwards it can only reach
-    that peer (TLS wraps it after the connect).  Every datagram is checked and
-    paced; so is every write on a stream.
+    that peer.  Every datagram is checked and paced, and so is every write on
+    a plain stream; once TLS wraps a connected socket, its writes go through
+    the TLS layer unpaced (the selftest's TLS traffic is a few handshakes).
     """
 
     def __init__(self, scope: Scope, kind: int) -> None:
