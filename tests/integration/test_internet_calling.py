@@ -36,6 +36,8 @@ internet:
   mode: MODE
   deny_domains: [denied.test]
   require_tls: REQUIRE_TLS
+modules:
+  - {name: internet_limits, per_domain: 10}
 media:
   rtpengine: {ng: ["127.0.0.1:2223"]}
 """
@@ -333,3 +335,38 @@ def test_without_require_tls_naptr_chooses_tls_and_the_server_is_still_checked(
         assert call.reply is not None and call.reply.status >= 400, call.reply
     event = lab.wait_for_event(module="internet", call_id=call.call_id)
     assert "presented a certificate for" in event["reason"], event
+
+
+def test_one_domain_calling_too_often_is_limited_and_others_still_call_in(lab: RunningLab):
+    """internet_limits: past 10 initial requests a minute from one domain, 503."""
+    spammer = UserAgent(ForeignDomain(lab, "flood.test"), "spammer")
+    offer = sdp(RtpPeer().port, "RTP/SAVP", "127.0.0.1", CRYPTO)
+    statuses = []
+    try:
+        # However the minute's boundary falls, 21 requests put 11 in one window.
+        for _ in range(21):
+            call = spammer.call("nobody@sipshield.lab", offer)
+            assert call.reply is not None
+            statuses.append(call.reply.status)
+            if call.reply.status == 500:
+                break
+    finally:
+        spammer.close()
+    # Those let in reached the PBX, which knows no such user.  The SBC's 503
+    # reaches the caller as 500: its proxy must not pass a 503 on (RFC 3261 16.7).
+    assert statuses[-1] == 500 and set(statuses[:-1]) == {404}, statuses
+    assert len(statuses) <= 11, statuses
+    event = lab.wait_for_event(module="internet_limits", call_id=call.call_id)
+    assert "internet requests from domain flood.test in 60s (limit 10)" in event["reason"]
+    # Another domain, through the same server: still let in.
+    alice, bob = UserAgent(lab, "alice", transport="tls"), _foreign_user(lab)
+    try:
+        assert alice.register() == 200
+        answering = alice.answer_in_background(sdp(RtpPeer().port, "RTP/SAVP", "127.0.0.1", CRYPTO))
+        call = bob.call("alice@sipshield.lab", sdp(RtpPeer().port, "RTP/SAVP", "127.0.0.1", CRYPTO))
+        assert call.reply is not None and call.reply.status == 200, call.reply
+        assert call.bye() == 200
+        answering.wait()
+    finally:
+        alice.close()
+        bob.close()

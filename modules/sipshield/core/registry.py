@@ -19,6 +19,7 @@ from sipshield.checks.content.text_safety import TextSafety
 from sipshield.checks.content.xml_bodies import XmlBodies
 from sipshield.checks.dialog_guard import DialogGuard
 from sipshield.checks.flood import FloodControl
+from sipshield.checks.internet_limits import InternetLimits
 from sipshield.checks.ip_controls import IpControls
 from sipshield.checks.refer_policy import ReferPolicy
 from sipshield.checks.registration_guard import RegistrationGuard
@@ -52,5 +53,6 @@ BUILTIN_MODULES: dict[str, type[SecurityModule]] = {
         Spit,
         PresencePrivacy,
         TollFraud,
+        InternetLimits,
     )
 }

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 # "sipshield_merge", 200000u): the longest a node misses the others' requests.
 MERGE_INTERVAL_S = 0.2
 # Node keys: "c|<window>|<name>" this node's count, "o|<window>|<name>" the
-# other nodes' count at the last merge.  Other users of the table pick other kinds.
+# other nodes' count at the last merge.  Other users of the table pick other
+# kinds; another set of window counts on the same table prefixes both (``kinds``).
 COUNTED = "c"
 OTHERS = "o"
 
@@ -47,8 +48,13 @@ class WindowCounts:
         namespace: str,
         window_s: int,
         clock: Callable[[], float] = time.time,
+        kinds: str = "",
     ) -> None:
+        """``kinds`` keeps these counts apart from others in the same node table:
+        each merges only its own."""
         self.node = node
+        self._counted = kinds + COUNTED
+        self._others = kinds + OTHERS
         self.namespace = namespace
         self.window_s = window_s
         self._clock = clock
@@ -62,8 +68,8 @@ class WindowCounts:
     def count(self, name: str) -> int:
         """Count one request for ``name``; the cluster-wide estimate, this one included."""
         window = self.window()
-        mine = self.node.incr(f"{COUNTED}|{window}|{name}")
-        return mine + self.node.value(f"{OTHERS}|{window}|{name}")
+        mine = self.node.incr(f"{self._counted}|{window}|{name}")
+        return mine + self.node.value(f"{self._others}|{window}|{name}")
 
     def merge(self, state: SharedState) -> dict[str, int]:
         """Push what this node counted since the last merge; learn the other nodes' counts.
@@ -78,10 +84,10 @@ class WindowCounts:
         for key, value in self.node.items():
             kind, _, rest = key.partition("|")
             window_text, _, name = rest.partition("|")
-            if kind not in (COUNTED, OTHERS) or not window_text.isdigit():
+            if kind not in (self._counted, self._others) or not window_text.isdigit():
                 continue
             window = int(window_text)
-            if kind == COUNTED and window <= current:
+            if kind == self._counted and window <= current:
                 counted.append((window, name, value))
             elif window < current:
                 stale.append(key)
@@ -107,11 +113,11 @@ class WindowCounts:
         for (window, name, value, _), total in zip(pushes, results[::2], strict=True):
             self._merged[(window, name)] = value
             if window == current:
-                self.node.put(f"{OTHERS}|{window}|{name}", int(total) - value)
+                self.node.put(f"{self._others}|{window}|{name}", int(total) - value)
                 totals[name] = int(total)
         for window, name, _ in counted:
             if window < current:
-                self.node.remove(f"{COUNTED}|{window}|{name}")
+                self.node.remove(f"{self._counted}|{window}|{name}")
                 self._merged.pop((window, name), None)
         for key in stale:
             self.node.remove(key)
