@@ -9,9 +9,10 @@ string.  With topology hiding on, none is found; the same corpus with hiding
 off finds them, so the search and the corpus can see a leak.
 
 Beside the leak, the records topos keeps in Redis are checked for what its
-issue tracker reports: every record expires (failed and cancelled calls
-included), and a re-INVITE does not extend a dialog's record (so the
-dialog lifetime must outlast the longest call; kamailio.cfg's default is 12 h).
+issue tracker reports: every record expires, a failed or cancelled call's
+within minutes (sipshield cuts them short), a re-INVITE does not extend a
+dialog's record, and a call that outlives its record cannot be ended (so
+the dialog lifetime must outlast the longest call; 12 h by default).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sipshield.edge.topology_hiding import ENDED_DIALOG_LIFETIME_S
 from sipshield.lab.net import free_port
 from sipshield.lab.sip_ua import RtpPeer, SipMessage, UserAgent, sdp
 from sipshield.lab.stack import LAB_NUMBERED_USERS
@@ -54,8 +56,6 @@ modules:
 _USERS = iter(LAB_NUMBERED_USERS)
 # What topos keeps in Redis (topos_redis): dialog and branch records.
 TOPOS_KEYS = ("d:z:*", "b:x:*")
-# What kamailio.cfg keeps a dialog's record for (TOPOS_DIALOG_EXPIRE's default).
-DIALOG_LIFETIME_S = 43200
 
 
 # A trunk of another provider, played by a user agent of the test: calls to
@@ -386,7 +386,7 @@ def topos_keys(lab: RunningLab) -> list[str]:
     return sorted(key for pattern in TOPOS_KEYS for key in lab.redis.scan_iter(pattern))
 
 
-def test_every_record_topos_keeps_expires_failed_and_cancelled_calls_included(hidden):
+def test_every_record_topos_keeps_expires_and_failed_calls_go_within_minutes(hidden):
     corpus = Corpus(hidden)
     try:
         busy(corpus)
@@ -396,12 +396,19 @@ def test_every_record_topos_keeps_expires_failed_and_cancelled_calls_included(hi
         corpus.close()
     keys = topos_keys(hidden)
     assert keys, "topos stored nothing in the policy's Redis"
-    for call_id in (c for ids in corpus.call_ids.values() for c in ids):
-        assert any(hidden.redis.hget(key, "a_callid") == call_id for key in keys), (
-            f"no record of {call_id}"
-        )
     assert [key for key in keys if hidden.redis.ttl(key) < 0] == []
-    assert max(hidden.redis.ttl(key) for key in keys) <= DIALOG_LIFETIME_S
+    for flow, call_ids in corpus.call_ids.items():
+        for call_id in call_ids:
+            dialogs = [
+                key
+                for key in keys
+                if key.startswith("d:z:") and hidden.redis.hget(key, "a_callid") == call_id
+            ]
+            # Each crossing's, and the one of the INVITE the PBX challenged.
+            assert len(dialogs) == 3, (flow, dialogs)
+            # topos alone keeps them the whole dialog lifetime (12 h).
+            lifetimes = [hidden.redis.ttl(key) for key in dialogs]
+            assert all(0 < ttl <= ENDED_DIALOG_LIFETIME_S for ttl in lifetimes), (flow, lifetimes)
 
 
 def test_a_reinvite_does_not_extend_a_dialog_record_and_the_call_still_ends(hidden):
@@ -418,5 +425,24 @@ def test_a_reinvite_does_not_extend_a_dialog_record_and_the_call_still_ends(hidd
         assert 0 < hidden.redis.ttl(mine[0]) <= 3600
         assert call.bye() == 200
         assert answering.done.wait(5) and answering.error is None, answering.error
+    finally:
+        corpus.close()
+
+
+def test_a_call_that_outlives_its_dialog_records_cannot_be_ended_through_the_sbc(hidden):
+    corpus = Corpus(hidden)
+    try:
+        _, _, call, answering = answered_call(corpus, "too long a call")
+        mine = [k for k in topos_keys(hidden) if hidden.redis.hget(k, "a_callid") == call.call_id]
+        dialogs = [k for k in mine if k.startswith("d:z:")]
+        # One per crossing (outside -> PBX -> outside), and the challenged INVITE's.
+        assert len(dialogs) == 3, mine
+        for key in dialogs:
+            hidden.redis.pexpire(key, 1)  # as if TOPOS_DIALOG_EXPIRE had passed
+        assert wait_until(lambda: not any(hidden.redis.exists(k) for k in dialogs))
+        # Without its route set the BYE carries no dialog token: dialog_guard refuses it.
+        assert call.bye() == 403
+        assert not answering.done.wait(1), "the callee got the BYE"
+        assert leaks(hidden, corpus) == {}
     finally:
         corpus.close()

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from sipshield.edge.topology_hiding import ENDED_DIALOG_LIFETIME_S
 from sipshield.lab.sip_probe import send_request
+from sipshield.lab.sip_ua import UserAgent, sdp
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
 from tests.integration.test_two_nodes import Node
 from tests.integration.test_two_nodes_dialogs import (
@@ -113,3 +115,25 @@ def test_a_forged_bye_is_still_refused_on_either_node_with_hiding_on(cluster):
     finally:
         alice.close()
         bob.close()
+
+
+def test_a_failed_call_leaves_no_record_for_the_dialog_lifetime_without_media(cluster):
+    # No media section here: topology hiding arms the failure route itself.
+    lab, _ = cluster
+    bob, alice = UserAgent(lab, "u1020"), UserAgent(lab, "u1021")
+    try:
+        assert bob.register() == 200
+        answering = bob.answer_in_background(sdp(40000), status=486)
+        call = alice.call("u1020", sdp(40002))
+        assert call.reply is not None and call.reply.status == 486, call.reply
+        answering.done.wait(5)
+    finally:
+        alice.close()
+        bob.close()
+    dialogs = [
+        key
+        for key in lab.redis.scan_iter("d:z:*")
+        if lab.redis.hget(key, "a_callid") == call.call_id
+    ]
+    assert len(dialogs) == 3, dialogs
+    assert all(0 < lab.redis.ttl(key) <= ENDED_DIALOG_LIFETIME_S for key in dialogs)

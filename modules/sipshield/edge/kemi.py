@@ -26,7 +26,7 @@ from sipshield.core.node_gauges import NodeGauges
 from sipshield.core.pipeline import Pipeline
 from sipshield.core.policy import Policy, PolicyError, load_policy, never_banned
 from sipshield.core.site import Site
-from sipshield.core.state import SharedState
+from sipshield.core.state import SharedState, StateUnavailable
 from sipshield.core.verdict import PASS, Decision
 from sipshield.edge.edge_routing import EdgeRouter
 from sipshield.edge.htable_counters import TABLE, HtableCounters, table_declared
@@ -170,7 +170,7 @@ class KemiHandler:
         )
         self.outbound_tls = OutboundTlsCheck(policy)
         self.hiding = TopologyHiding(
-            policy.topology_hiding, ksr, policy.redis.on_failure, self.state.node
+            policy.topology_hiding, ksr, policy.redis.on_failure, self.state.node, FAILURE_ROUTE
         )
 
     def view(self) -> KsrMessage:
@@ -287,6 +287,7 @@ class KemiHandler:
                 remediation.reply(self.ksr, 503, "Service Unavailable")
                 return 1
             self.hiding.strip_inside_headers(view.from_pbx)
+            self.hiding.arm(view)
             self.router.route(view)
         return 1
 
@@ -322,12 +323,19 @@ class KemiHandler:
         return 1
 
     def ksr_failure_route(self, msg: Any) -> int:
-        """A failed INVITE armed by the media anchoring: a timeout frees its media."""
+        """A failed INVITE armed by the media anchoring (a timeout frees its media)
+        or by topology hiding (its dialog record goes)."""
         if self.media is not None:
             try:
                 self.media.on_failure()
             except Exception:
                 log.exception("sipshield core error while freeing a failed call's media")
+        try:
+            self.hiding.on_failed_call(self.state)
+        except StateUnavailable:
+            pass  # SharedState logs the outage; the record keeps its lifetime
+        except Exception:
+            log.exception("sipshield core error while ending a failed call's topos record")
         return 1
 
     # The drop-in's python_exec() entry points: a native configuration keeps

@@ -30,6 +30,7 @@ from sipshield.core import remediation
 from sipshield.core.module import FailureMode
 from sipshield.core.policy_types import PolicyError
 from sipshield.core.state import SharedState, StateUnavailable
+from sipshield.sip.ksr_message import read_pv
 
 if TYPE_CHECKING:
     from sipshield.core.node_counters import NodeCounters
@@ -45,6 +46,15 @@ TOPOS_SKIPS = ("REGISTER", "PUBLISH")
 # (1), or did (0); window_counts' merge skips items of other kinds.
 REDIS_DOWN = "topology_hiding|redis-down"
 PING_INTERVAL_S = 1.0
+# topos_redis's records: a branch per request sent ("b:x:" + its Via branch,
+# with the dialog's uuid in a_uuid), a dialog per dialog-forming request
+# ("d:z:" + that uuid, its first letter made "a"), and the header topos adds
+# to a reply it received, naming the branch (Kamailio 5.6).
+BRANCH_RECORD, DIALOG_RECORD = "b:x:", "d:z:"
+REPLY_BRANCH = "$T_rpl($hdr(P-SR-XBranch))"
+# What topos gives a dialog that ended with a BYE: a failed call's is cut to this
+# too, instead of the full dialog lifetime (TOPOS_DIALOG_EXPIRE).
+ENDED_DIALOG_LIFETIME_S = 180
 _TOKEN = re.compile(r"^[A-Za-z0-9!%'*+.^_`|~-]+$")
 # Headers the SIP exchange itself needs: stripping them would break calls.
 # The routing ones among them are topos's business, not a list's.
@@ -108,6 +118,7 @@ class TopologyHiding:
         ksr: Any,
         on_redis_failure: FailureMode = "open",
         node: NodeCounters | None = None,
+        failure_route: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.enabled = settings.enabled
@@ -116,6 +127,8 @@ class TopologyHiding:
         self.on_redis_failure = on_redis_failure
         # The node's htable, where the timer process says whether Redis answers.
         self.node = node
+        # The KEMI failure route a failed initial INVITE comes back to.
+        self.failure_route = failure_route
         self.clock = clock
         self._next_ping = 0.0
         self._outage_seen = False
@@ -142,6 +155,31 @@ class TopologyHiding:
         """Remove the policy's headers from a message the PBX sent (request or reply)."""
         if self.enabled and from_pbx:
             remediation.remove_headers(self.ksr, self.strip_headers)
+
+    def arm(self, msg: SipRequest) -> None:
+        """A call being set up: if it fails, :meth:`on_failed_call` cuts its dialog record short."""
+        if self.enabled and self.failure_route and msg.method == "INVITE" and not msg.in_dialog:
+            self.ksr.tm.t_on_failure(self.failure_route)
+
+    def on_failed_call(self, state: SharedState) -> None:
+        """An initial INVITE failed (Kamailio's failure route): its topos dialog record goes.
+
+        topos keeps a failed call's record (the 407 challenge of every call
+        included) for the whole dialog lifetime, 12 hours by default; an ended
+        call's only for three minutes.  The failed reply names its branch
+        record, which names the dialog.  A local timeout (no reply) is left to
+        the lifetime.
+        """
+        if not self.enabled:
+            return
+        branch = read_pv(self.ksr.pv, REPLY_BRANCH)
+        if not branch:
+            return
+        uuid = state.run(lambda client: client.hget(BRANCH_RECORD + branch, "a_uuid"))
+        if not uuid:
+            return
+        dialog = DIALOG_RECORD + "a" + uuid[1:]
+        state.run(lambda client: client.expire(dialog, ENDED_DIALOG_LIFETIME_S))
 
     def on_timer(self, state: SharedState) -> None:
         """The node's timer process: whether topos's Redis answers, for every worker to read."""
