@@ -33,6 +33,10 @@ modules:
     limits:
       national: {concurrent: 1}
       unknown: {concurrent: 1}
+    # +4420 costs 600 a minute (10 a second); bob may spend 5 an hour.
+    spend: {rate_deck: {"+4420": 600.0}, end_calls: true}
+    accounts:
+      bob@sipshield.lab: {spend_ceiling_per_hour: 5}
     refuse: {code: 403, phrase: Call Barred}
 """
 LONDON, LONDON_2 = "+442071234567", "+442071234568"
@@ -59,15 +63,17 @@ def offer() -> str:
     return sdp(40000)
 
 
-def in_progress(lab: RunningLab) -> int:
-    return lab.redis.hlen(f"sipshield:tf:active:{ACCOUNT}")
+def in_progress(lab: RunningLab, account: str = ACCOUNT) -> int:
+    return lab.redis.hlen(f"sipshield:tf:active:{account}")
 
 
-def wait_until_none_in_progress(lab: RunningLab, timeout: float = 10.0) -> None:
+def wait_until_none_in_progress(
+    lab: RunningLab, timeout: float = 10.0, account: str = ACCOUNT
+) -> None:
     deadline = time.monotonic() + timeout
-    while in_progress(lab) and time.monotonic() < deadline:
+    while in_progress(lab, account) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert in_progress(lab) == 0, lab.redis.hgetall(f"sipshield:tf:active:{ACCOUNT}")
+    assert in_progress(lab, account) == 0, lab.redis.hgetall(f"sipshield:tf:active:{account}")
 
 
 def test_a_second_call_is_refused_while_one_is_up_and_admitted_after_the_bye(lab, phones):
@@ -120,3 +126,32 @@ def test_a_call_up_across_a_restart_of_the_sbc_stops_counting_at_its_bye(lab, ph
     assert after.reply.status == 200
     assert after.bye() == 200
     wait_until_none_in_progress(lab)
+
+
+def test_calls_in_progress_are_ended_once_the_account_passes_its_spend_ceiling(lab):
+    bob, dave, bob_again = UserAgent(lab, "bob"), UserAgent(lab, "dave"), UserAgent(lab, "bob")
+    try:
+        steady = dave.call(LONDON_2, offer())  # dave has no ceiling
+        assert steady.reply.status == 200
+        expensive = bob.call(LONDON, offer())
+        assert expensive.reply.status == 200
+        # The dialog module ends bob's call: a BYE to him, and one to the carrier.
+        bye = bob.next_request(timeout=15)
+        assert (bye.method, bye.header("Call-ID")) == ("BYE", expensive.call_id)
+        bob.reply(bye, 200, "OK")
+        event = lab.wait_for_event(module="toll_fraud", action="end", call_id=expensive.call_id)
+        assert "bob@sipshield.lab spent" in event["reason"] and "ceiling 5.0" in event["reason"]
+        deadline = time.monotonic() + 10
+        while not lab.carrier_received("BYE", expensive.call_id):
+            assert time.monotonic() < deadline, lab.log("carrier")[-2000:]
+            time.sleep(0.05)
+        wait_until_none_in_progress(lab, account="bob@sipshield.lab")
+        # New calls are refused: the ended call's cost stays spent for the hour.
+        assert bob_again.call(RINGS, offer()).reply.status == 403
+        # dave's call was never touched.
+        assert steady.bye() == 200
+        wait_until_none_in_progress(lab, account="dave@sipshield.lab")
+    finally:
+        bob.close()
+        dave.close()
+        bob_again.close()

@@ -30,3 +30,6 @@ class CallEvent:
     src_port: int = 0
     # The method of the message that caused it ("BYE"; a reply's CSeq method).
     method: str = ""
+    # The dialog's tags (with the Call-ID, what finds it again to end it).
+    from_tag: str = ""
+    to_tag: str = ""

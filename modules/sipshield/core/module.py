@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from sipshield.core.hop import Hop
     from sipshield.core.site import Site
     from sipshield.core.state import SharedState
-    from sipshield.core.verdict import Ban, Outcome, Verdict
+    from sipshield.core.verdict import Ban, EndCall, Outcome, Verdict
     from sipshield.sip.message import SipRequest
     from sipshield.sip.reply import ReplyFacts
 
@@ -85,9 +85,11 @@ class SecurityModule(ABC):
     def bind(self, site: Site) -> None:  # noqa: B027 - optional hook, empty by default
         """Take what the module needs of the site (domain, PBX, trunks, TLS); once, at build."""
 
-    def on_timer(self, state: SharedState) -> None:  # noqa: B027 - optional hook
-        """Periodic work (merging counts into Redis): every 200 ms, in the node's
-        timer process, never while a request waits.  Only called when ``has_timer``."""
+    def on_timer(self, state: SharedState) -> list[EndCall] | None:
+        """Periodic work (merging counts into Redis, ending calls): every 200 ms, in the
+        node's timer process, never while a request waits.  Only called when ``has_timer``.
+        Calls to end are returned: remediation ends them."""
+        return None
 
     def on_call(self, event: CallEvent, state: SharedState) -> Verdict | None:
         """A tracked call was answered or is over; an Alert becomes an event.

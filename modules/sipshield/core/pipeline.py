@@ -40,6 +40,7 @@ from sipshield.core.verdict import (
     Alert,
     Ban,
     Decision,
+    EndCall,
     Outcome,
     Reject,
     Rewrite,
@@ -176,15 +177,25 @@ class Pipeline:
         finally:
             times.request_done()
 
-    def on_timer(self) -> None:
-        """The modules' periodic work (the node's timer process calls this)."""
+    def on_timer(self) -> list[EndCall]:
+        """The modules' periodic work (the node's timer process calls this); the calls
+        they ask to end (each with its event; in monitor mode only the event)."""
+        ending: list[EndCall] = []
         for stage in self.timed_stages:
             try:
-                stage.module.on_timer(self.state)
+                calls = stage.module.on_timer(self.state) or []
             except StateUnavailable:
                 continue  # SharedState logs the outage once; the work waits for Redis
             except Exception:
                 log.exception("module %s failed in its periodic work", stage.name)
+                continue
+            for call in calls:
+                self._emit_call(
+                    stage, CallEvent("ended", call.call_id), "end", call.reason, stage.mode
+                )
+                if stage.mode == "enforce":
+                    ending.append(call)
+        return ending
 
     def run_relay(self, msg: SipRequest, hop: Hop) -> Decision:
         """The relay phase: the stages that judge a request just before it leaves over ``hop``."""

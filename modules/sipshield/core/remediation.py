@@ -12,7 +12,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from sipshield.core.verdict import STANDARD_PHRASES, Ban, Decision, Drop, Reject
+from sipshield.core.verdict import STANDARD_PHRASES, Ban, Decision, Drop, EndCall, Reject
 from sipshield.sip.sdp_body import SDP_TYPE
 
 if TYPE_CHECKING:
@@ -50,6 +50,15 @@ def apply(decision: Decision, ksr: Any) -> bool:
             ksr.sl.send_reply(500, "Server Internal Error")
             return True
     return False
+
+
+def end_calls(ksr: Any, calls: list[EndCall]) -> None:
+    """End calls in progress: the dialog module sends the BYEs, to both parties."""
+    for call in calls:
+        if ksr.dialog.dlg_get(call.call_id, call.from_tag, call.to_tag) > 0:
+            ksr.dialog.dlg_bye("all")
+        else:
+            log.warning("call %s to end is not followed by this node", call.call_id)
 
 
 def reply(ksr: Any, code: int, phrase: str) -> None:

@@ -58,6 +58,7 @@ class Site:
     trunks: tuple[TrunkSite, ...] = ()
     tls_min_version: str = "1.2"
     ca_list: Path | None = None
+    node: str = ""  # this node's name (the policy's node)
     _trunks_by_source: dict[str, tuple[TrunkSite, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -80,6 +81,7 @@ class Site:
             ),
             tls_min_version=policy.tls.min_version,
             ca_list=policy.tls.ca_list,
+            node=policy.node,
         )
 
     @property

@@ -137,6 +137,20 @@ class Ban(Verdict):
     phrase: str = ""
 
 
+@dataclass(frozen=True)
+class EndCall(Verdict):
+    """End a call in progress that this node follows: Kamailio's dialog module sends
+    the BYE to both parties (found by Call-ID and tags).  From periodic work only."""
+
+    call_id: str = ""
+    from_tag: str = ""
+    to_tag: str = ""
+
+    @property
+    def action(self) -> str:
+        return "end"
+
+
 Outcome = _Continue | Verdict
 
 STOPS_REQUEST: Final = (Reject, Drop, Ban)

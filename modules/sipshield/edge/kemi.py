@@ -391,7 +391,9 @@ class KemiHandler:
     def ksr_timer(self, msg: Any, timer: str = "") -> int:
         """The node's timer process (rtimer, every 200 ms): the modules' periodic work."""
         try:
-            self.pipeline.on_timer()
+            ending = self.pipeline.on_timer()
+            if ending:
+                remediation.end_calls(self.ksr, ending)
         except Exception:
             log.exception("sipshield core error in the timer process")
         try:
@@ -422,7 +424,9 @@ class KemiHandler:
             call_id = str(pv.get("$dlg(callid)") or pv.get("$ci") or "")
             source = (str(pv.get("$si") or ""), int(pv.get("$sp") or 0))
             method = str(pv.get("$rm") or "")
-            self.pipeline.call_event(CallEvent(kind, call_id, *source, method))
+            # On the answer, the current message is the 2xx: its tags are the dialog's.
+            tags = (str(pv.get("$ft") or ""), str(pv.get("$tt") or ""))
+            self.pipeline.call_event(CallEvent(kind, call_id, *source, method, *tags))
         except Exception:
             log.exception("sipshield core error on the dialog event %s", event_name)
         return 1

@@ -14,6 +14,8 @@ holds for the cluster and survives the restart of any node:
 - ``tf:rate:<account>:<class>:<minute>``, ``tf:dest:<account>:<class>:<hour>``:
   calls per clock minute, distinct numbers per clock hour.
 - ``tf:spent:<account>:<hour>``: what ended calls cost in that clock hour.
+- ``tf:live:<node>``, ``tf:node``: answered priced calls by the node that
+  follows them (its dialog module can end them), and each call's node;
 - ``tf:probe:<account>:<range>``: numbers of a range called briefly;
   ``tf:blocked:<account>:<range>`` (``*`` for everyone): a range blocked.
 
@@ -89,17 +91,29 @@ redis.call('SET', KEYS[7], ARGV[11], 'EX', max_age)
 return {outcome, figure}
 """
 
-# KEYS: call.  ARGV: call_id, now, key prefix ("<prefix>:tf").  The answer
-# time starts the call's cost; the first 2xx counts, a re-INVITE's does not.
+# KEYS: call.  ARGV: call_id, now, key prefix ("<prefix>:tf"), node, from
+# tag, to tag.  The answer time starts the call's cost; the first 2xx counts,
+# a re-INVITE's does not.  A priced call is also listed under the node that
+# follows it (``live:<node>``), with what finds its dialog again, so that the
+# node can end it when its account passes its spend ceiling.
 ANSWER_SCRIPT = """
 local account = redis.call('GET', KEYS[1])
 if not account then return 0 end
 local active = ARGV[3] .. ':active:' .. account
 local entry = redis.call('HGET', active, ARGV[1])
 if not entry then return 0 end
-local class, started, answered, rest = string.match(entry, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+local class, started, answered, price, rest = string.match(entry,
+  '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
 if tonumber(answered) > 0 then return 0 end
-redis.call('HSET', active, ARGV[1], class .. '|' .. started .. '|' .. ARGV[2] .. '|' .. rest)
+redis.call('HSET', active, ARGV[1],
+  class .. '|' .. started .. '|' .. ARGV[2] .. '|' .. price .. '|' .. rest)
+if tonumber(price) > 0 then
+  local live = ARGV[3] .. ':live:' .. ARGV[4]
+  redis.call('HSET', live, ARGV[1], account .. '|' .. ARGV[5] .. '|' .. ARGV[6])
+  redis.call('EXPIRE', live, redis.call('TTL', active))
+  redis.call('HSET', ARGV[3] .. ':node', ARGV[1], ARGV[4])
+  redis.call('EXPIRE', ARGV[3] .. ':node', redis.call('TTL', active))
+end
 return 1
 """
 
@@ -117,6 +131,11 @@ if not entry then return nil end
 redis.call('HDEL', active, ARGV[1])
 local class, started, answered, price, number, range = string.match(entry,
   '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+local node = redis.call('HGET', ARGV[3] .. ':node', ARGV[1])
+if node then
+  redis.call('HDEL', ARGV[3] .. ':live:' .. node, ARGV[1])
+  redis.call('HDEL', ARGV[3] .. ':node', ARGV[1])
+end
 local now = tonumber(ARGV[2])
 local duration = 0
 if tonumber(answered) > 0 then duration = now - tonumber(answered) end
@@ -142,6 +161,37 @@ if ARGV[4] == '1' and duration < tonumber(ARGV[5]) and range ~= '' then
   end
 end
 return {account, class, tostring(duration), tostring(cost), blocked, probed}
+"""
+
+# KEYS: live (this node's priced calls answered).  ARGV: now, key prefix.
+# Returns, per call: call_id, account, from tag, to tag, the account's spend
+# this hour so far (ended calls, and every answered call of it in progress
+# with its elapsed time, wherever it runs).
+SPENDING_SCRIPT = """
+local now = tonumber(ARGV[1])
+local hour = math.floor(now / 3600)
+local live = redis.call('HGETALL', KEYS[1])
+local spend_of, out = {}, {}
+for i = 1, #live, 2 do
+  local account, ftag, ttag = string.match(live[i + 1], '^([^|]*)|([^|]*)|(.*)$')
+  if spend_of[account] == nil then
+    local spent = tonumber(redis.call('GET', ARGV[2] .. ':spent:' .. account .. ':' .. hour) or '0')
+    local entries = redis.call('HGETALL', ARGV[2] .. ':active:' .. account)
+    for j = 1, #entries, 2 do
+      local answered, price = string.match(entries[j + 1], '^[^|]*|[^|]*|([^|]*)|([^|]*)|')
+      if tonumber(answered) > 0 then
+        spent = spent + tonumber(price) * (now - tonumber(answered)) / 60
+      end
+    end
+    spend_of[account] = spent
+  end
+  table.insert(out, live[i])
+  table.insert(out, account)
+  table.insert(out, ftag)
+  table.insert(out, ttag)
+  table.insert(out, tostring(spend_of[account]))
+end
+return out
 """
 
 
@@ -181,6 +231,15 @@ class Ended:
     cost: float
     blocked_range: str  # a range this call's end blocked, or ""
     probed: int  # distinct numbers of its range called briefly in the window
+
+
+@dataclass(frozen=True)
+class Spending:
+    call_id: str
+    account: str
+    from_tag: str
+    to_tag: str
+    spend: float  # the account's spend this hour, calls in progress included
 
 
 @dataclass(frozen=True)
@@ -240,9 +299,21 @@ class CallLedger:
         outcome, figure = self.state.script(ADMIT_SCRIPT, keys, args)
         return Admission(_text(outcome), _text(figure))
 
-    def answered(self, call_id: str, now: float) -> bool:
+    def answered(self, call_id: str, now: float, node: str, tags: tuple[str, str]) -> bool:
         keys = [self._key("call", call_id)]
-        return bool(self.state.script(ANSWER_SCRIPT, keys, [call_id, repr(now), self._key()]))
+        args: list[str | int] = [call_id, repr(now), self._key(), node, *tags]
+        return bool(self.state.script(ANSWER_SCRIPT, keys, args))
+
+    def spending(self, node: str, now: float) -> list[Spending]:
+        """This node's answered priced calls, each with its account's spend this hour."""
+        found = self.state.script(
+            SPENDING_SCRIPT, [self._key("live", node)], [repr(now), self._key()]
+        )
+        fields = [_text(value) for value in found]
+        return [
+            Spending(call_id, account, from_tag, to_tag, float(spend))
+            for call_id, account, from_tag, to_tag, spend in zip(*[iter(fields)] * 5, strict=True)
+        ]
 
     def end(self, call_id: str, now: float) -> Ended | None:
         """The call ended (any way, on any node); None when it was not counted (any more)."""

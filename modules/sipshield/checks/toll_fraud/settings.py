@@ -104,6 +104,9 @@ class Spend(_Strict):
     rate_deck: dict[E164Prefix, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     # Per account per clock hour, calls in progress included; None: no ceiling.
     ceiling_per_hour: float | None = Field(default=None, ge=0)
+    # Also end the account's calls in progress once the ceiling is passed
+    # (Kamailio's dialog module sends the BYEs), checked once a second.
+    end_calls: bool = False
 
 
 class Refusal(_Strict):

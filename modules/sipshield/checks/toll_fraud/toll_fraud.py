@@ -30,7 +30,7 @@ from sipshield.checks.toll_fraud.settings import TollFraudConfig
 from sipshield.core.bans import scope_key
 from sipshield.core.module import SecurityModule
 from sipshield.core.site import is_dialled_number
-from sipshield.core.verdict import CONTINUE, Alert, Ban, Outcome, Reject
+from sipshield.core.verdict import CONTINUE, Alert, Ban, EndCall, Outcome, Reject
 from sipshield.sip.message import uri_of
 from sipshield.sip.reply import credentials_username
 
@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from sipshield.core.verdict import Verdict
     from sipshield.sip.message import SipRequest
 
+# How often a node looks for calls to end over the spend ceiling.
+SPEND_CHECK_S = 1.0
+# A call asked to end that is still counted this much later is asked again.
+END_RETRY_S = 30.0
 WHY = {
     "banned": "account blocked",
     "blocked": "range {figure} blocked after test calls (velocity)",
@@ -58,6 +62,8 @@ class TollFraud(SecurityModule):
     Config = TollFraudConfig
     checks_relay = True
     observes_calls = True
+    # Ending calls over the spend ceiling (spend.end_calls); once a second.
+    has_timer = True
 
     def __init__(self, config: TollFraudConfig, clock: Callable[[], float] = time.time) -> None:
         super().__init__(config)
@@ -70,12 +76,17 @@ class TollFraud(SecurityModule):
             v.enabled, v.short_call_s, v.distinct_numbers, v.window_s, v.block_ttl_s, v.everyone
         )
         self.domain = ""
+        self.node = ""
         self.site: Site | None = None
+        self._next_spend_check = 0.0
+        # Calls asked to end, and when: asked again only if still there a while later.
+        self._ending: dict[str, float] = {}
         self._ledger_of: CallLedger | None = None
 
     def bind(self, site: Site) -> None:
         self.site = site
         self.domain = site.domain
+        self.node = site.node
 
     def _ledger(self, state: SharedState) -> CallLedger:
         ledger = self._ledger_of
@@ -201,13 +212,35 @@ class TollFraud(SecurityModule):
     def on_call(self, event: CallEvent, state: SharedState) -> Verdict | None:
         """The dialog module's news of an outbound call: answered, or over (any way)."""
         if event.kind == "answered":
-            self._ledger(state).answered(event.call_id, self._clock())
+            tags = (event.from_tag, event.to_tag)
+            self._ledger(state).answered(event.call_id, self._clock(), self.node, tags)
             return None
         if event.method == "BYE":
             # The BYE meets the relay phase next, on this node, which ends the
             # call there (check_relay), unless a module refuses it as forged.
             return None
         return self._ended(event.call_id, state)
+
+    def on_timer(self, state: SharedState) -> list[EndCall] | None:
+        """Calls this node follows whose account passed its spend ceiling: to be ended."""
+        if not self.settings.spend.end_calls:
+            return None
+        now = self._clock()
+        if now < self._next_spend_check:
+            return None
+        self._next_spend_check = now + SPEND_CHECK_S
+        ending = []
+        self._ending = {c: t for c, t in self._ending.items() if now - t < END_RETRY_S}
+        for call in self._ledger(state).spending(self.node, now):
+            ceiling = self.settings.ceiling_of(call.account)
+            if ceiling is not None and call.spend >= ceiling and call.call_id not in self._ending:
+                self._ending[call.call_id] = now
+                reason = (
+                    f"toll fraud: {call.account} spent {call.spend:.2f} this hour, "
+                    f"ceiling {ceiling}: call in progress ended"
+                )
+                ending.append(EndCall(reason, call.call_id, call.from_tag, call.to_tag))
+        return ending
 
     def _ended(self, call_id: str, state: SharedState) -> Alert | None:
         ended = self._ledger(state).end(call_id, self._clock())
