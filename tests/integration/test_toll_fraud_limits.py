@@ -4,8 +4,10 @@ calls in progress with their elapsed time."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,16 +27,28 @@ modules:
     spend: {rate_deck: {"+4420": 600.0}}
     accounts:
       carol@sipshield.lab: {spend_ceiling_per_hour: 5}
+    high_risk_file: HIGH_RISK_FILE
+    limits:
+      high_risk: {per_minute: 0}
     refuse: {code: 503, phrase: Destination Barred}
 """
 # Three Paris numbers of one range (+3314268), one more of it, and one elsewhere.
 PROBED = ["+33142685301", "+33142685302", "+33142685303"]
 SAME_RANGE, OTHER_RANGE = "+33142685399", "+4930123456"
+BERLIN = "+4930123457"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    with lab_with_policy(tmp_path_factory.mktemp("toll-fraud-limits"), POLICY) as running:
+def high_risk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("toll-fraud-prefixes") / "high-risk.txt"
+    path.write_text("# satellite ranges\n+8816\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, high_risk: Path) -> Iterator[RunningLab]:
+    policy = POLICY.replace("HIGH_RISK_FILE", str(high_risk))
+    with lab_with_policy(tmp_path_factory.mktemp("toll-fraud-limits"), policy) as running:
         yield running
 
 
@@ -90,3 +104,22 @@ def test_the_spend_ceiling_counts_a_call_in_progress_and_refuses_new_calls(lab: 
         carol.close()
         again.close()
         dave.close()
+
+
+def test_a_prefix_added_to_the_high_risk_file_applies_without_a_restart(lab, high_risk):
+    dave, bob = UserAgent(lab, "dave"), UserAgent(lab, "bob")
+    try:
+        assert status(dave, BERLIN) == 200  # international, allowed
+        high_risk.write_text("# satellite ranges\n+8816\n# Berlin, for the test\n+49301\n")
+        os.utime(high_risk, ns=(0, time.time_ns() + 10**9))
+        deadline = time.monotonic() + 10
+        while (answer := status(dave, BERLIN)) == 200:
+            assert time.monotonic() < deadline, "the SBC never read the changed file"
+            time.sleep(0.2)
+        assert answer == 500  # the SBC's 503, relayed by the PBX as 500
+        refusal = lab.wait_for_event(module="toll_fraud", action="reject", user="dave")
+        assert f"to {BERLIN} (high_risk)" in refusal["reason"]
+        assert status(bob, "+33145678901") == 200  # other destinations are not touched
+    finally:
+        dave.close()
+        bob.close()

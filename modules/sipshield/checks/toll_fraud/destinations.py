@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
@@ -30,16 +30,7 @@ DestinationClass = Literal[
     "unknown",
     "internet",
 ]
-CLASSES: tuple[DestinationClass, ...] = (
-    "high_risk",
-    "premium",
-    "shared_cost",
-    "international",
-    "national",
-    "toll_free",
-    "unknown",
-    "internet",
-)
+CLASSES: tuple[DestinationClass, ...] = get_args(DestinationClass)
 BY_TYPE: dict[int, DestinationClass] = {
     PhoneNumberType.PREMIUM_RATE: "premium",
     PhoneNumberType.SHARED_COST: "shared_cost",
