@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sipshield.core.metrics import METRICS, REQUESTS, method_class
 from sipshield.lab.net import free_port
@@ -45,6 +46,7 @@ media:
   rtpengine: {ng: ["127.0.0.1:2223"], timeout_ms: 500, retries: 1}
 """
 DASHBOARD = REPO / "ops" / "grafana" / "sipshield.json"
+ALERTS = REPO / "ops" / "prometheus" / "sipshield-alerts.yml"
 
 
 @pytest.fixture(scope="module")
@@ -287,25 +289,48 @@ def dashboard_queries() -> list[str]:
     ]
 
 
-def test_every_dashboard_query_names_a_metric_the_sbc_exposes(lab: RunningLab, tmp_path: Path):
-    # What writes the series that exist only once something happened: a
-    # verdict, a ban, a call through rtpengine.
-    guess_passwords(lab, "127.0.0.26", "dave", tmp_path)
+def alert_queries() -> list[str]:
+    rules = yaml.safe_load(ALERTS.read_text())
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+@pytest.fixture(scope="module")
+def exposed(lab: RunningLab, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """Every series name the SBC exposes once each kind of thing has happened.
+
+    Some series exist only after their first event: a verdict, a ban, a call
+    through rtpengine.  This makes one of each, then scrapes.
+    """
+    guess_passwords(lab, "127.0.0.26", "dave", tmp_path_factory.mktemp("guesses"))
     call_alice_to_bob(lab)
-    exposed = {
-        name
-        for name, _ in wait_for(
-            lab, grown({}, 1, "sipshield_bans_added_total", scope="user", module="brute_force")
-        )
-    }
+    samples = wait_for(
+        lab, grown({}, 1, "sipshield_bans_added_total", scope="user", module="brute_force")
+    )
+    return {name for name, _ in samples}
+
+
+def metrics_named(expr: str) -> set[str]:
+    return set(re.findall(r"\bsipshield_\w+", expr))
+
+
+def test_every_dashboard_query_names_a_metric_the_sbc_exposes(exposed: set[str]):
     queries = dashboard_queries()
     assert len(queries) >= len(METRICS) - 2
     named = set()
     for expr in queries:
-        metrics = set(re.findall(r"\bsipshield_\w+", expr))
+        metrics = metrics_named(expr)
         assert metrics, f"query names no sipshield metric: {expr}"
         assert metrics <= exposed, f"{expr}: not exposed: {metrics - exposed}"
         named |= metrics
     # Every declared metric is on the dashboard (histograms through their series).
     shown = {re.sub(r"_(bucket|count|sum)$", "", name) for name in named}
     assert {spec.name for spec in METRICS} <= shown
+
+
+def test_every_alert_names_a_metric_the_sbc_exposes(exposed: set[str]):
+    queries = alert_queries()
+    assert queries
+    for expr in queries:
+        metrics = metrics_named(expr)
+        assert metrics, f"alert names no sipshield metric: {expr}"
+        assert metrics <= exposed, f"{expr}: not exposed: {metrics - exposed}"
