@@ -34,6 +34,7 @@ from sipshield.lab.sip_ua import RtpPeer, SipMessage, UserAgent, sdp
 from sipshield.lab.stack import LAB_NUMBERED_USERS
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
 from tests.integration.test_lab_presence import WATCH_PRESENCE, in_dialog, notify_until
+from tests.integration.test_two_nodes_dialogs import restart_pbx_with
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,14 @@ def start_lab(directory: Path, enabled: bool) -> RunningLab:
     trunk = f"{TRUNK_IP}:{free_port(TRUNK_IP)}"
     policy = POLICY.format(enabled=str(enabled).lower(), trunk=trunk, prefix=TRUNK_PREFIX)
     (directory / "policy.yaml").write_text(policy)
-    return lab_up(directory / "policy.yaml", directory / "lab")
+    lab = lab_up(directory / "policy.yaml", directory / "lab")
+    try:
+        # The PBX asserts callers at its own address, as PBXs without a domain do.
+        restart_pbx_with(lab, "PBX_NAMES_ITSELF")
+    except BaseException:
+        lab_down(lab)
+        raise
+    return lab
 
 
 def trunk_address(lab: RunningLab) -> tuple[str, int]:
@@ -108,6 +116,8 @@ class Corpus:
     lab: RunningLab
     parties: dict[str, list[UserAgent]] = field(default_factory=dict)
     call_ids: dict[str, list[str]] = field(default_factory=dict)
+    # The P-Asserted-Identity of each call between users, as the callee got it.
+    asserted: list[str] = field(default_factory=list)
     _next_ip: int = 10
 
     def party(self, flow: str, register: bool = False, transport: str = "udp") -> UserAgent:
@@ -142,6 +152,8 @@ def answered_call(corpus: Corpus, flow: str, transport: str = "udp"):
     assert call.reply is not None and call.reply.status == 200, (flow, call.reply)
     assert answering.acked.wait(5), f"{flow}: the callee got no ACK"
     corpus.call_ids.setdefault(flow, []).append(call.call_id)
+    assert answering.invite is not None
+    corpus.asserted.append(answering.invite.header("P-Asserted-Identity"))
     return caller_ua, callee_ua, call, answering
 
 
@@ -364,6 +376,10 @@ def test_nothing_of_the_inside_reaches_an_outside_party_with_hiding_on(hidden):
     corpus = run_corpus(hidden)
     assert len(corpus.parties) == len(FLOWS)
     assert leaks(hidden, corpus) == {}
+    # The PBX's assertions reach the callees, in the domain instead of its address.
+    assert corpus.asserted and all(
+        re.fullmatch(r"<sip:u\d+@sipshield\.lab>", pai) for pai in corpus.asserted
+    ), corpus.asserted
     # The flows did go through the PBX: it saw every call.
     for call_ids in corpus.call_ids.values():
         assert all(hidden.pbx_saw(call_id) for call_id in call_ids)
@@ -379,6 +395,7 @@ def test_the_same_corpus_leaks_the_inside_with_hiding_off(visible):
     assert re.search(rf"^Record-Route: <sip:{re.escape(host)}:{port};", seen, re.M), seen
     assert "Server: kamailio (5.6" in seen
     assert re.search(rf"^Warning: 392 {re.escape(host)}:{port} ", seen, re.M), seen
+    assert re.search(rf"^P-Asserted-Identity: <sip:u\d+@{re.escape(host)}:{port}>", seen, re.M)
     assert "register" in found and "call, hold, caller hangs up" in found
 
 

@@ -75,10 +75,15 @@ def _bound(host: str, port: int) -> bool:
 
 def restart_pbx_for(lab: RunningLab, sbc_ports: list[int]) -> None:
     """Restart the lab PBX so that it answers every SBC node (and still nobody else)."""
+    nodes = "|".join(str(port) for port in sbc_ports)
+    restart_pbx_with(lab, f'SBC_NODES="^127[.]0[.]0[.]1:({nodes})$"')
+
+
+def restart_pbx_with(lab: RunningLab, *defines: str) -> None:
+    """Restart the lab PBX with more ``-A`` defines (pbx.cfg's)."""
     pbx_host, _, port = lab.info["pbx"]["udp"].rpartition(":")
     pbx_port = int(port)
-    nodes = "|".join(str(port) for port in sbc_ports)
-    argv = [*lab.info["commands"]["pbx"], "-A", f'SBC_NODES="^127[.]0[.]0[.]1:({nodes})$"']
+    argv = [*lab.info["commands"]["pbx"], *(item for d in defines for item in ("-A", d))]
     old = lab.info["pids"]["pbx"]
     with contextlib.suppress(ProcessLookupError):
         os.killpg(old, signal.SIGKILL)

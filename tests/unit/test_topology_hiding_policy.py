@@ -3,7 +3,7 @@
 import pytest
 
 from sipshield.core.policy import PolicyError, parse_policy
-from sipshield.edge.topology_hiding import topos_redis_server
+from sipshield.edge.topology_hiding import hide_address, topos_redis_server
 
 BASE = """\
 domain: example.net
@@ -60,3 +60,35 @@ def test_an_unknown_key_is_refused():
 )
 def test_topos_uses_the_policy_redis(url: str, server: str):
     assert topos_redis_server(url) == server
+
+
+@pytest.mark.parametrize(
+    ("value", "hidden"),
+    [
+        ("<sip:alice@10.0.0.5:5060>", "<sip:alice@example.net>"),
+        ("<sip:alice@10.0.0.5>;party=calling", "<sip:alice@example.net>;party=calling"),
+        (
+            '"Reception" <sips:200@10.0.0.5:5061;user=phone>',
+            '"Reception" <sips:200@example.net;user=phone>',
+        ),
+        ("<sip:10.0.0.5;lr>, <tel:+15551234>", "<sip:example.net;lr>, <tel:+15551234>"),
+        # Not the PBX: a longer address, or the address inside an escaped Replaces.
+        ("<sip:bob@10.0.0.50>", "<sip:bob@10.0.0.50>"),
+        (
+            "<sip:c@example.net?Replaces=abc%4010.0.0.5>",
+            "<sip:c@example.net?Replaces=abc%4010.0.0.5>",
+        ),
+    ],
+)
+def test_the_pbx_address_in_an_identity_or_target_becomes_the_domain(value: str, hidden: str):
+    assert hide_address(value, "10.0.0.5", "example.net") == hidden
+
+
+def test_rewritten_headers_may_be_any_header_but_must_be_names():
+    policy = parse_policy(BASE + "topology_hiding: {rewrite_headers: [Refer-To, X-Origin]}\n")
+    assert policy.topology_hiding.rewrite_headers == ["Refer-To", "X-Origin"]
+    errors = errors_of("topology_hiding: {rewrite_headers: ['Refer-To:']}\n")
+    assert errors == [
+        "p.yaml:4: topology_hiding.rewrite_headers[0]: Value error, "
+        "'Refer-To:' is not a SIP header name"
+    ]

@@ -93,6 +93,12 @@ def remove_headers(ksr: Any, names: tuple[str, ...]) -> None:
         ksr.hdr.remove(name)
 
 
+def replace_header(ksr: Any, name: str, value: str) -> None:
+    """Replace every ``name`` header of the message being handled with one carrying ``value``."""
+    ksr.hdr.remove(name)
+    ksr.hdr.append(f"{name}: {_UNSAFE.sub('', value)}\r\n")
+
+
 def rewrite_body(ksr: Any, part: SdpPart, text: str, content_type: str = SDP_TYPE) -> bool:
     """Have Kamailio relay ``text`` in place of the part found at ``part`` (an SDP by default).
 

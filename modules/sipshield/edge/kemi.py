@@ -172,6 +172,7 @@ class KemiHandler:
         self.hiding = TopologyHiding(
             policy.topology_hiding, ksr, policy.redis.on_failure, self.state.node, FAILURE_ROUTE
         )
+        self.hiding.name_the_inside(self.site.pbx[0], self.site.domain)
 
     def view(self) -> KsrMessage:
         """The current request, as the modules read it."""

@@ -85,15 +85,21 @@ _NEEDED = frozenset(
 )
 
 
-def _header_name(value: str) -> str:
+def _token(value: str) -> str:
     if not _TOKEN.match(value):
         raise ValueError(f"{value!r} is not a SIP header name")
+    return value
+
+
+def _header_name(value: str) -> str:
+    _token(value)
     if value.lower() in _NEEDED:
         raise ValueError(f"{value} is needed by SIP itself and cannot be stripped")
     return value
 
 
 HeaderName = Annotated[str, AfterValidator(_header_name)]
+TokenName = Annotated[str, AfterValidator(_token)]
 
 
 class TopologyHidingSettings(BaseModel):
@@ -106,6 +112,17 @@ class TopologyHidingSettings(BaseModel):
     # its host or its organisation.
     strip_headers: list[HeaderName] = Field(
         default_factory=lambda: ["Server", "User-Agent", "Warning", "Organization"]
+    )
+    # Headers of what the PBX sends out in which its own address (with any
+    # port) becomes the SIP domain: identities and transfer targets.
+    rewrite_headers: list[TokenName] = Field(
+        default_factory=lambda: [
+            "P-Asserted-Identity",
+            "P-Preferred-Identity",
+            "Remote-Party-ID",
+            "Refer-To",
+            "Referred-By",
+        ]
     )
 
 
@@ -123,7 +140,9 @@ class TopologyHiding:
     ) -> None:
         self.enabled = settings.enabled
         self.strip_headers = tuple(settings.strip_headers)
+        self.rewrite_headers = tuple(settings.rewrite_headers)
         self.ksr = ksr
+        self.inside: tuple[str, str] | None = None  # the PBX's host, the SIP domain
         self.on_redis_failure = on_redis_failure
         # The node's htable, where the timer process says whether Redis answers.
         self.node = node
@@ -151,10 +170,23 @@ class TopologyHiding:
                 ],
             )
 
+    def name_the_inside(self, pbx_host: str, domain: str) -> None:
+        """Whose address :meth:`strip_inside_headers` replaces, and with what."""
+        self.inside = (pbx_host, domain)
+
     def strip_inside_headers(self, from_pbx: bool) -> None:
-        """Remove the policy's headers from a message the PBX sent (request or reply)."""
-        if self.enabled and from_pbx:
-            remediation.remove_headers(self.ksr, self.strip_headers)
+        """Remove the policy's headers from a message the PBX sent (request or reply),
+        and put the domain where the others name the PBX's address."""
+        if not (self.enabled and from_pbx):
+            return
+        remediation.remove_headers(self.ksr, self.strip_headers)
+        if self.inside is None:
+            return
+        host, domain = self.inside
+        for name in self.rewrite_headers:
+            value = read_pv(self.ksr.pv, f"$(hdr({name})[*])")
+            if value and host in value:
+                remediation.replace_header(self.ksr, name, hide_address(value, host, domain))
 
     def arm(self, msg: SipRequest) -> None:
         """A call being set up: if it fails, :meth:`on_failed_call` cuts its dialog record short."""
@@ -217,6 +249,16 @@ class TopologyHiding:
             else:
                 log.warning("topology hiding: Redis answers again")
         return down and self.on_redis_failure == "closed"
+
+
+def hide_address(value: str, host: str, domain: str) -> str:
+    """``value`` with every SIP URI host ``host`` (and its port) replaced by ``domain``.
+
+    Only a host that follows ``sip:``, ``sips:`` or ``@`` and ends where a URI
+    host ends is replaced, so a longer address that starts the same is kept.
+    """
+    pattern = re.compile(rf"(@|\bsips?:){re.escape(host)}(?::\d+)?(?=[;>?,\s]|$)")
+    return pattern.sub(lambda m: m.group(1) + domain, value)
 
 
 def topos_redis_server(redis_url: str) -> str:
