@@ -54,6 +54,9 @@ def apply(decision: Decision, ksr: Any) -> bool:
 
 def end_calls(ksr: Any, calls: list[EndCall]) -> None:
     """End calls in progress: the dialog module sends the BYEs, to both parties."""
+    if not hasattr(ksr, "dialog"):
+        log.error("%d calls to end, but Kamailio's dialog module is not loaded", len(calls))
+        return
     for call in calls:
         if ksr.dialog.dlg_get(call.call_id, call.from_tag, call.to_tag) > 0:
             ksr.dialog.dlg_bye("all")
