@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from sipshield.checks.tls_policy import (
-    OutboundTlsCheck,
     TlsPolicy,
     host_of,
     next_hop_is_tls,
     sips_next_hop_problem,
+    trunk_server_problem,
 )
 from sipshield.core.pipeline import Pipeline
 from sipshield.core.policy import PolicyError, parse_policy
@@ -273,15 +273,13 @@ def test_sips_next_hop_rule():
     assert sips_next_hop_problem("sip:bob@x", "sip:10.0.0.2:5060") is None
 
 
-def test_outbound_check_of_a_trunk_server_certificate(pki):
-    check = OutboundTlsCheck(policy_with(pki))
-    assert check.problem("192.0.2.50", 5061, True, der(pki["right"])) is None
-    wrong = check.problem("192.0.2.50", 5061, True, der(pki["wrong"]))
+def test_the_server_reached_through_a_trunk_must_name_it(pki):
+    trunk = policy_with(pki).peers.trunks[0]
+    assert trunk_server_problem(trunk, True, der(pki["right"])) is None
+    wrong = trunk_server_problem(trunk, True, der(pki["wrong"]))
     assert wrong and "do not include sip.carrier.test" in wrong
-    assert "did not verify" in check.problem("192.0.2.50", 5061, False, der(pki["right"]))
-    assert "no certificate" in check.problem("192.0.2.50", 5061, True, b"")
-    # Not a trunk's address: not this check's business.
-    assert check.problem("203.0.113.9", 5061, True, der(pki["wrong"])) is None
+    assert "did not verify" in trunk_server_problem(trunk, False, der(pki["right"]))
+    assert "no certificate" in trunk_server_problem(trunk, True, b"")
 
 
 def test_hostile_certificates_are_bad_certificates_never_crashes(pki):

@@ -17,9 +17,10 @@ This module does, from Kamailio's TLS variables:
 
 Requests from the PBX are not judged: the PBX link is the inside hop.
 
-:class:`OutboundTlsCheck` is the other direction: when Kamailio opens a TLS
-connection to a trunk, the trunk's server certificate must name the trunk
-(``server_name``), or the connection is dropped before any data is sent.
+:func:`trunk_server_problem` is the other direction: the server a call
+reached through a TLS trunk must present a certificate naming the trunk
+(``server_name``), or its replies are dropped and its connection closed
+(:mod:`sipshield.edge.server_identity`).
 :func:`sips_next_hop_problem` is the rule for the next hop of a ``sips:``
 request, used by the router before it relays.
 """
@@ -27,7 +28,6 @@ request, used by the router before it relays.
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -48,7 +48,7 @@ from sipshield.sip.message import uri_of
 
 if TYPE_CHECKING:
     from sipshield.core.hop import Hop
-    from sipshield.core.policy import Policy, Trunk
+    from sipshield.core.policy import Trunk
     from sipshield.core.site import Site
     from sipshield.core.state import SharedState
     from sipshield.sip.message import SipRequest
@@ -217,39 +217,25 @@ def sips_next_hop_problem(ruri: str, next_hop: str) -> str | None:
     return f"sips: Request-URI would leave over a non-TLS hop ({next_hop})"
 
 
-class OutboundTlsCheck:
-    """Checks the server certificate of a trunk when Kamailio connects to it."""
+def trunk_server_problem(trunk: Trunk, verified: bool, certificate: bytes) -> str | None:
+    """Why the server a call went to through ``trunk`` is not that trunk, or None.
 
-    def __init__(self, policy: Policy) -> None:
-        self.by_address: dict[tuple[str, int], Trunk] = {}
-        for trunk in policy.peers.trunks:
-            if trunk.transport != "tls":
-                continue
-            host, _, port = trunk.target.rpartition(":")
-            try:
-                infos = socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)
-            except OSError as exc:
-                log.warning("trunk %s: cannot resolve %s: %s", trunk.name, host, exc)
-                continue
-            for info in infos:
-                self.by_address[(str(info[4][0]), int(port))] = trunk
-
-    def problem(self, ip: str, port: int, verified: bool, certificate: bytes) -> str | None:
-        """Why the server at ip:port is not the trunk expected there, or None."""
-        trunk = self.by_address.get((ip, port))
-        if trunk is None:
-            return None
-        names = _certificate_names(certificate)
-        expected = trunk.expected_server_name
-        if names is None:
-            return f"trunk {trunk.name}: server sent no certificate"
-        if not verified:
-            return f"trunk {trunk.name}: server certificate did not verify"
-        if expected in names.ip_addresses:
-            return None
-        if any(name_matches(expected, have) for have in names.identities()):
-            return None
-        return (
-            f"trunk {trunk.name}: server certificate names "
-            f"{list(names.identities()) + list(names.ip_addresses)} do not include {expected}"
-        )
+    Its certificate must have verified and name the trunk's
+    ``expected_server_name``: as an IP or DNS subjectAltName (a leading
+    ``*.`` matches one label), or as the CN when it has no DNS name.  The
+    check runs on the server's replies (:mod:`sipshield.edge.server_identity`).
+    """
+    names = _certificate_names(certificate)
+    expected = trunk.expected_server_name
+    if names is None:
+        return f"trunk {trunk.name}: server sent no certificate"
+    if not verified:
+        return f"trunk {trunk.name}: server certificate did not verify"
+    if expected in names.ip_addresses:
+        return None
+    if any(name_matches(expected, have) for have in names.identities()):
+        return None
+    return (
+        f"trunk {trunk.name}: server certificate names "
+        f"{list(names.identities()) + list(names.ip_addresses)} do not include {expected}"
+    )

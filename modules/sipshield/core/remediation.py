@@ -74,11 +74,6 @@ def reply_relay_error(ksr: Any) -> None:
     ksr.sl.sl_reply_error()
 
 
-def drop_connection(ksr: Any) -> None:
-    """Close the TLS connection whose event is being handled; nothing is sent on it."""
-    ksr.set_drop()
-
-
 def drop_reply(ksr: Any) -> None:
     """Discard the reply being handled (reply route): it is not relayed."""
     ksr.set_drop()

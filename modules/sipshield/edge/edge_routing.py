@@ -11,7 +11,7 @@
 - A request from the PBX for another SIP domain is an internet call: when
   the policy's ``internet`` section lets it out, it goes to that domain's
   server as RFC 3263 finds it, over TLS, and the server must prove the domain
-  (:mod:`sipshield.edge.internet_server`).  A request from outside (not from
+  (:mod:`sipshield.edge.server_identity`).  A request from outside (not from
   a trunk) for our domain whose From names another domain is an internet call
   in.  Such a stranger's request for a domain that is not ours is refused: the
   SBC is not an open relay (docs/internet-calling.md).  Our own users' calls
@@ -42,7 +42,6 @@ from sipshield.core.hop import Hop, Source
 from sipshield.core.internet import inbound_problem, outbound_problem
 from sipshield.core.policy import Policy, PolicyError
 from sipshield.core.site import Site, TrunkSite
-from sipshield.edge.internet_server import InternetServerCheck
 from sipshield.edge.media import (
     MEDIA_METHODS,
     OUT_LEG_PARAM,
@@ -51,6 +50,7 @@ from sipshield.edge.media import (
     Leg,
     MediaAnchor,
 )
+from sipshield.edge.server_identity import ServerIdentityCheck
 from sipshield.edge.topology_hiding import TOPOS_SKIPS
 from sipshield.sip.ksr_message import read_pv
 from sipshield.sip.message import SipRequest
@@ -108,13 +108,13 @@ class EdgeRouter:
         media: MediaAnchor | None = None,
         tokens: DialogTokens | None = None,
         events: EventSink | None = None,
-        internet_server: InternetServerCheck | None = None,
+        server_identity: ServerIdentityCheck | None = None,
     ) -> None:
         self.ksr = ksr
         self.events = events
         self.internet = policy.internet
         # Checks that the server of a called domain proves it (needed for calls out).
-        self.internet_server = internet_server
+        self.server_identity = server_identity
         # Whether the request being routed is an internet call (its media leg's class).
         self.internet_call = False
         # None when no module judges the relay phase: no hop to describe.
@@ -150,9 +150,7 @@ class EdgeRouter:
                 ],
             )
         self.trunk_by_domain = {
-            domain.lower(): _trunk_uri(trunk)
-            for trunk in site.trunks
-            for domain in trunk.config.domains
+            domain.lower(): trunk for trunk in site.trunks for domain in trunk.config.domains
         }
 
     def route(self, msg: SipRequest) -> None:
@@ -274,7 +272,10 @@ class EdgeRouter:
             return
         trunk = self._trunk_for()
         if trunk is not None:
-            k.setdsturi(trunk)
+            k.setdsturi(_trunk_uri(trunk))
+            if trunk.config.transport == "tls" and self.server_identity is not None:
+                # Its server's certificate must name the trunk.
+                self.server_identity.arm_trunk(self.site.trunks.index(trunk))
         elif self._for_our_domain():
             remediation.reply(k, 404, "No Route")
             return
@@ -299,7 +300,7 @@ class EdgeRouter:
         k = self.ksr
         domain = (read_pv(k.pv, "$rd") or "").lower()
         problem = outbound_problem(self.internet, domain)
-        if problem is None and self.internet_server is None:
+        if problem is None and self.server_identity is None:
             problem = "no server check for internet calls (internal error)"
         if problem is not None:
             self._refuse(msg, 403, INTERNET_REFUSED, problem)
@@ -309,7 +310,7 @@ class EdgeRouter:
             k.rr.add_rr_param(";" + INTERNET_PARAM)
         if self.internet.require_tls:
             k.setdsturi(f"sip:{domain};transport=tls")
-        self.internet_server.arm(domain)  # type: ignore[union-attr]
+        self.server_identity.arm_internet(domain)  # type: ignore[union-attr]
         return True
 
     def _for_our_domain(self) -> bool:
@@ -323,14 +324,13 @@ class EdgeRouter:
             self.events.emit(Event.of_request(msg, "internet", "reject", reason))
         remediation.reply(self.ksr, code, phrase)
 
-    def _trunk_for(self) -> str | None:
+    def _trunk_for(self) -> TrunkSite | None:
         """Where a request from the PBX leaves: the trunk of its domain, else of its number."""
         pv = self.ksr.pv
         by_domain = self.trunk_by_domain.get((read_pv(pv, "$rd") or "").lower())
         if by_domain is not None:
             return by_domain
-        by_number = self.site.trunk_for_number(read_pv(pv, "$rU") or "")
-        return _trunk_uri(by_number) if by_number is not None else None
+        return self.site.trunk_for_number(read_pv(pv, "$rU") or "")
 
     def _hidden_outside_dialog(self, msg: SipRequest) -> bool:
         """A request outside a dialog that topos hides (MESSAGE, OPTIONS, NOTIFY...).

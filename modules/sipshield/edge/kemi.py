@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipshield.checks.dialog_guard import DIALOG_FORMING, DialogGuard, DialogTokens
-from sipshield.checks.tls_policy import OutboundTlsCheck
 from sipshield.core import remediation
 from sipshield.core.bans import BanStore
 from sipshield.core.call_event import DIALOG_EVENTS, CallEvent
-from sipshield.core.events import Event, EventSink
+from sipshield.core.events import EventSink
 from sipshield.core.hop import Hop
 from sipshield.core.metrics import NO_METRICS, Metrics
 from sipshield.core.node_gauges import NodeGauges
@@ -30,7 +29,6 @@ from sipshield.core.state import SharedState, StateUnavailable
 from sipshield.core.verdict import PASS, Decision
 from sipshield.edge.edge_routing import EdgeRouter
 from sipshield.edge.htable_counters import TABLE, HtableCounters, table_declared
-from sipshield.edge.internet_server import InternetServerCheck
 from sipshield.edge.kamailio_log import send_logging_to_kamailio
 from sipshield.edge.media import MediaAnchor
 from sipshield.edge.prom_metrics import (
@@ -39,8 +37,8 @@ from sipshield.edge.prom_metrics import (
     prom_loaded,
     serve_scrape,
 )
+from sipshield.edge.server_identity import ServerIdentityCheck
 from sipshield.edge.topology_hiding import TopologyHiding
-from sipshield.sip.cert_names import pem_certificates
 from sipshield.sip.dialog_tokens import BRANCH_PARAM
 from sipshield.sip.ksr_message import KsrMessage
 from sipshield.sip.message import SipRequest
@@ -54,7 +52,6 @@ KEMI_CALLBACKS = (
     "child_init",
     "ksr_request_route",
     "ksr_reply_route",
-    "ksr_tls_event",
     ONREPLY_ROUTE := "ksr_onreply_route",
     FAILURE_ROUTE := "ksr_failure_route",
     "ksr_timer",
@@ -64,8 +61,6 @@ KEMI_CALLBACKS = (
 # Transaction flag: the replies go to the observing modules.  The reply route
 # is armed for media anchoring too, on transactions they must not count.
 OBSERVED_FLAG = 9
-# The tls module's event for a connection Kamailio opened (to a trunk).
-TLS_CONNECTION_OUT = "tls:connection-out"
 # Methods a native configuration calls with python_exec() (the drop-in,
 # kamailio-cfg/sipshield-dropin.cfg, names the same ones; a test checks both).
 DROPIN_ENTRY_POINTS = (
@@ -151,7 +146,10 @@ class KemiHandler:
         guard = self.pipeline.module("dialog_guard")
         # One key ring: the router signs with the keys dialog_guard verifies with.
         self.tokens = DialogTokens(guard.keys) if isinstance(guard, DialogGuard) else None
-        self.internet_server = InternetServerCheck(policy.internet, ksr, self.events)
+        # The TLS servers of internet calls and of trunks must be the ones meant.
+        self.server_identity = ServerIdentityCheck(
+            policy.internet, list(policy.peers.trunks), ksr, self.events
+        )
         # sipshield's own routing, for the reference kamailio.cfg.  A drop-in
         # has none: the operator's configuration routes (and handles NAT) itself.
         self.router = (
@@ -163,12 +161,11 @@ class KemiHandler:
                 self.media,
                 self.tokens,
                 self.events,
-                self.internet_server,
+                self.server_identity,
             )
             if routes
             else None
         )
-        self.outbound_tls = OutboundTlsCheck(policy)
         self.hiding = TopologyHiding(
             policy.topology_hiding, ksr, policy.redis.on_failure, self.state.node, FAILURE_ROUTE
         )
@@ -293,14 +290,14 @@ class KemiHandler:
         return 1
 
     def ksr_reply_route(self, msg: Any) -> int:
-        """Every reply, before the transaction layer: an internet call's must come from
-        a server that proves the domain called (else it is dropped here)."""
+        """Every reply, before the transaction layer: one to an internet call or a call
+        through a TLS trunk must come from the server meant (else it is dropped here)."""
         try:
-            if self.internet_server.refuses_reply():
+            if self.server_identity.refuses_reply():
                 return 1
         except Exception:
             # An identity check that cannot run must not let the server through.
-            log.exception("sipshield core error while checking an internet server; reply dropped")
+            log.exception("sipshield core error while checking a server's identity; reply dropped")
             remediation.drop_reply(self.ksr)
             return 1
         try:
@@ -434,35 +431,6 @@ class KemiHandler:
 
     def sipshield_timer(self, msg: Any) -> int:
         return self.ksr_timer(msg)
-
-    def ksr_tls_event(self, event_name: str) -> int:
-        """A TLS connection Kamailio opened: drop it unless the server is the trunk meant.
-
-        Kamailio verified the chain (client profile), not the name; this runs
-        after the handshake and before any data is sent on the connection.
-        """
-        if event_name != TLS_CONNECTION_OUT:
-            return 1
-        try:
-            pv = self.ksr.pv
-            ip, port = str(pv.get("$sndto(ip)") or ""), int(pv.get("$sndto(port)") or 0)
-            certificates = pem_certificates(str(pv.get("$tls_peer_raw_cert") or ""))
-            problem = self.outbound_tls.problem(
-                ip,
-                port,
-                str(pv.get("$tls_peer_verified") or "") == "1",
-                certificates[0] if certificates else b"",
-            )
-            if problem is None:
-                return 1
-            remediation.drop_connection(self.ksr)
-            self.events.emit(
-                Event(module="tls_policy", action="drop", src=f"{ip}:{port}", reason=problem)
-            )
-        except Exception:
-            log.exception("sipshield: outbound TLS check failed; connection dropped")
-            remediation.drop_connection(self.ksr)
-        return 1
 
 
 def policy_digest(path: str) -> str:
