@@ -73,7 +73,7 @@ class RunningLab:
 
     def carrier_received(self, method: str, call_id: str) -> list[str]:
         """The lab carrier's log lines for ``method`` requests with this Call-ID
-        ("carrier: received METHOD R-URI call-id=... pai=...")."""
+        ("carrier: received METHOD R-URI call-id=... pai=... src=ADDR:PORT")."""
         return [
             line
             for line in self.log("carrier").splitlines()
