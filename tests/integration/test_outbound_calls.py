@@ -77,3 +77,21 @@ def test_a_call_to_a_number_without_credentials_never_reaches_the_carrier(lab: R
     assert not result.ok
     assert f"received INVITE sip:{number}@" not in lab.log("carrier")
     assert f"outbound INVITE sip:{number}@" not in lab.log("pbx")
+
+
+def test_the_example_policy_reports_toll_fraud_without_refusing(lab: RunningLab):
+    """toll_fraud is in monitor mode in the example policy: three premium calls at once
+    (two allowed in progress; at night none) are all answered, and reported."""
+    phones = [UserAgent(lab, "carol") for _ in range(3)]
+    media = RtpPeer()
+    try:
+        calls = [phone.call(f"+44909879020{n}", sdp(media.port)) for n, phone in enumerate(phones)]
+        assert [call.reply.status for call in calls] == [200, 200, 200]
+        event = lab.wait_for_event(module="toll_fraud", call_id=calls[2].call_id)
+        assert (event["action"], event["mode"]) == ("reject", "monitor")
+        assert "toll fraud: carol@sipshield.lab to +449098790202 (premium)" in event["reason"]
+        assert all(call.bye() == 200 for call in calls)
+    finally:
+        for phone in phones:
+            phone.close()
+        media.close()
