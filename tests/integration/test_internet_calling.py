@@ -256,6 +256,18 @@ def test_the_sbc_is_not_an_open_relay(lab: RunningLab):
     _local_call_passes(lab)
 
 
+def test_an_internet_call_in_over_udp_is_refused_when_tls_is_required(lab: RunningLab):
+    status, call_id = _invite_from_outside(lab, "sip:alice@sipshield.lab", "mallory@foreign.test")
+    assert status == 403
+    event = lab.wait_for_event(module="internet", call_id=call_id)
+    assert event["reason"] == ("internet call from foreign.test over udp: internet.require_tls"), (
+        event
+    )
+    assert not lab.pbx_saw(call_id)
+    # The same domain over TLS, through its proxy, is let in (the calls above).
+    _local_call_passes(lab)
+
+
 def test_a_denied_domain_is_refused_both_ways(lab: RunningLab):
     alice = UserAgent(lab, "alice")
     try:
