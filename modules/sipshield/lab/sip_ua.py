@@ -153,6 +153,8 @@ class UserAgent:
         # Requests that arrived while a response was awaited, oldest first
         # (a NOTIFY may overtake the 2xx of its SUBSCRIBE): next_request's.
         self.pending: list[SipMessage] = []
+        # Its answering threads, which read its socket until they end or stop.
+        self.answering: list[Answering] = []
         # Every datagram or TLS record received, as it came (the topology-hiding leak test).
         self.received: list[bytes] = []
 
@@ -449,7 +451,9 @@ class UserAgent:
         self, answer: str | Callable[[str], str], status: int = 200
     ) -> Answering:
         """Answer the next INVITE with ``answer``: an SDP, or a function of the offer's SDP."""
-        return Answering(self, answer, status)
+        answering = Answering(self, answer, status)
+        self.answering.append(answering)
+        return answering
 
 
 @dataclass
@@ -511,6 +515,7 @@ class Answering:
         self.acked = threading.Event()
         self.done = threading.Event()
         self.answered = threading.Event()
+        self._stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -530,10 +535,28 @@ class Answering:
             headers.append(("Content-Type", "application/sdp"))
         self.ua.send(SipMessage(f"SIP/2.0 {status} {reason}", headers, body))
 
+    def stop(self) -> None:
+        """Stop answering (within half a second): the UA's socket is its own again."""
+        self._stopping.set()
+        self.thread.join(2)
+
+    def _next(self, patience: float = 15.0) -> SipMessage | None:
+        """The next message, or None once stopped; TimeoutError after ``patience`` seconds."""
+        deadline = time.monotonic() + patience
+        while not self._stopping.is_set():
+            try:
+                return self.ua.receive(timeout=0.5)
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+        return None
+
     def _run(self) -> None:
         try:
             while True:
-                msg = self.ua.receive(timeout=15)
+                msg = self._next()
+                if msg is None:
+                    return
                 if msg.status:
                     continue
                 if msg.method == "INVITE":

@@ -32,7 +32,10 @@ def phones(ctx: Context) -> Iterator[tuple[UserAgent, UserAgent]]:
             raise NotRunnable(f"{callee.user} could not register: {status}")
         yield caller, callee
     finally:
-        with suppress(OSError, TimeoutError, AssertionError):
+        # An answering thread still waiting would swallow the REGISTER's replies.
+        for answering in callee.answering:
+            answering.stop()
+        with suppress(OSError, TimeoutError):
             callee.register(expires=0)
         caller.close()
         callee.close()
