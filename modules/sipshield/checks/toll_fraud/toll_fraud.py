@@ -30,6 +30,7 @@ from sipshield.checks.toll_fraud.settings import TollFraudConfig
 from sipshield.core.bans import scope_key
 from sipshield.core.module import SecurityModule
 from sipshield.core.site import is_dialled_number
+from sipshield.core.state import StateUnavailable
 from sipshield.core.verdict import CONTINUE, Alert, Ban, EndCall, Outcome, Reject
 from sipshield.sip.message import uri_of
 from sipshield.sip.reply import credentials_username
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from sipshield.core.verdict import Verdict
     from sipshield.sip.message import SipRequest
 
+# Ends a worker keeps through a Redis outage at most (the oldest are kept).
+MAX_UNENDED = 10000
 # How often a node looks for calls to end over the spend ceiling.
 SPEND_CHECK_S = 1.0
 # A call asked to end that is still counted this much later is asked again.
@@ -81,6 +84,10 @@ class TollFraud(SecurityModule):
         self._next_spend_check = 0.0
         # Calls asked to end, and when: asked again only if still there a while later.
         self._ending: dict[str, float] = {}
+        # Ends Redis missed (an outage): (Call-ID, when it ended), oldest first,
+        # written before anything else once Redis answers again, so that a call
+        # that ended in an outage does not hold its place until max_call_s.
+        self._unended: list[tuple[str, float]] = []
         self._ledger_of: CallLedger | None = None
 
     def bind(self, site: Site) -> None:
@@ -98,6 +105,8 @@ class TollFraud(SecurityModule):
         return CONTINUE
 
     def check_relay(self, msg: SipRequest, hop: Hop, state: SharedState) -> Outcome:
+        if self._unended:
+            self._write_unended(state)
         if msg.method == "BYE" and msg.in_dialog:
             # Wherever the call started: the count is in Redis, by Call-ID.
             return self._ended(msg.call_id, state) or CONTINUE
@@ -242,8 +251,21 @@ class TollFraud(SecurityModule):
                 ending.append(EndCall(reason, call.call_id, call.from_tag, call.to_tag))
         return ending
 
+    def _write_unended(self, state: SharedState) -> None:
+        ledger = self._ledger(state)
+        while self._unended:
+            call_id, at = self._unended[0]
+            ledger.end(call_id, at)  # StateUnavailable: still down, kept for the next try
+            self._unended.pop(0)
+
     def _ended(self, call_id: str, state: SharedState) -> Alert | None:
-        ended = self._ledger(state).end(call_id, self._clock())
+        now = self._clock()
+        try:
+            ended = self._ledger(state).end(call_id, now)
+        except StateUnavailable:
+            if len(self._unended) < MAX_UNENDED:
+                self._unended.append((call_id, now))
+            raise
         if ended is None or not ended.blocked_range:
             return None
         who = "every account" if self.velocity.everyone else ended.account
