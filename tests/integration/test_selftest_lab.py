@@ -155,3 +155,9 @@ def test_with_the_defences_off_every_attack_gets_through_and_the_selftest_fails(
             "not stopped", "not stopped", "pass",
         )  # fmt: skip
         assert code == 0
+
+        # Too slow a rate to cross a limit proves nothing: the flood is not sent.
+        code, report = selftest(lab, lab.info["policy"], "--only", "flood-options", "--rate", "15")
+        [result] = report["results"]
+        assert result["status"] == "skipped" and "take longer than half" in result["evidence"]
+        assert code == 0

@@ -8,7 +8,7 @@ from sipshield.core.policy import parse_policy
 from sipshield.ops.selftest.catalogue import CATALOGUE, by_name
 from sipshield.ops.selftest.enumeration import answer_shape
 from sipshield.ops.selftest.fingerprint import revealing
-from sipshield.ops.selftest.floods import burst_outcome, burst_size
+from sipshield.ops.selftest.floods import burst_fits, burst_outcome, burst_size
 from sipshield.ops.selftest.runner import SourcePlan
 from tests.conftest import REPO
 
@@ -76,6 +76,12 @@ def test_bursts_are_sized_from_the_policy():
     policy = parse_policy(EXAMPLE.replace(limits + "30", limits + "7", 1))
     assert burst_size(policy, "options") == 7 * 3 + 10
     assert burst_size(policy, "invite") == 30 * 3 + 10
+
+
+def test_a_burst_too_slow_to_cross_the_limit_is_not_sent():
+    # 100 requests in a 10 s window: at 20/s they take 5 s, at 19/s longer.
+    assert burst_fits(100, 20.0, 10) is True
+    assert burst_fits(100, 19.0, 10) is False
 
 
 def test_a_burst_is_stopped_only_when_its_whole_tail_goes_unanswered():

@@ -1,7 +1,7 @@
 """Run SIPp scenarios (Debian's sip-tester) and read their outcome.
 
-The scenarios live in ``tests/sipp/``; the tests, the benchmarks and anyone who
-wants to run the attack suite against their own deployment use this runner.
+The scenarios live in ``tests/sipp/``; the tests and the benchmarks use this
+runner.  ``sipshield selftest`` does not: its sends must all pass its guard.
 """
 
 from __future__ import annotations

@@ -18,7 +18,14 @@ import time
 from sipshield.checks.flood import DEFAULT_LIMITS, FloodConfig
 from sipshield.checks.scanner import ScannerConfig
 from sipshield.core.policy import Policy
-from sipshield.ops.selftest.attack import Attack, Expectation, Outcome, enforced, module
+from sipshield.ops.selftest.attack import (
+    Attack,
+    Expectation,
+    NotRunnable,
+    Outcome,
+    enforced,
+    module,
+)
 from sipshield.ops.selftest.raw_requests import ack_for, request
 from sipshield.ops.selftest.target import Context
 
@@ -39,6 +46,11 @@ def burst_size(policy: Policy, method_class: str) -> int:
     settings = flood_settings(policy)
     limit = {**DEFAULT_LIMITS, **settings.limits}[method_class]
     return math.ceil(limit * max(settings.ban_after, 1.0)) + TAIL
+
+
+def burst_fits(count: int, rate: float, window_s: float) -> bool:
+    """Whether ``count`` requests at ``rate`` per second fit in half a flood window."""
+    return count / rate <= window_s / 2
 
 
 def burst(ctx: Context, requests: list[bytes]) -> list[int | None]:
@@ -122,6 +134,12 @@ class _Flood(Attack):
 
     def run(self, ctx: Context) -> Outcome:
         count = burst_size(ctx.policy, self.method_class)
+        window_s = flood_settings(ctx.policy).window_s
+        if not burst_fits(count, ctx.scope.pacer.rate, window_s):
+            raise NotRunnable(
+                f"{count} requests at --rate {ctx.scope.pacer.rate:g}/s take longer than half "
+                f"the flood window ({window_s}s): they would never cross the limit"
+            )
         return burst_outcome(burst(ctx, [self.build(ctx) for _ in range(count)]))
 
 
