@@ -87,3 +87,21 @@ def test_sample(path: Path, module: TollFraud) -> None:
 def test_the_samples_cover_every_class_and_a_call_that_stays_inside() -> None:
     expected = {load(path).expect for path in SAMPLE_FILES}
     assert expected == set(CLASSES) | {"none"}
+
+
+def test_the_account_may_be_the_digest_user_or_the_from_uri(module: TollFraud) -> None:
+    raw = load(SAMPLES / "premium-uk-international-form.sip").raw.replace(
+        b"Content-Type:",
+        b'Proxy-Authorization: Digest username="Mallory", realm="sipshield.lab", '
+        b'nonce="n", uri="sip:+449098790100@sipshield.lab", response="r"\r\nContent-Type:',
+    )
+    msg = RawSipMessage(raw, src_ip="127.0.0.1", src_port=5090, site=SITE)
+    by = {
+        how: TollFraud(TollFraudConfig(account=how)).account(msg)
+        for how in ("asserted_identity", "auth_user", "from")
+    }
+    assert by == {
+        "asserted_identity": "alice@sipshield.lab",
+        "auth_user": "mallory",
+        "from": "alice@sipshield.lab",
+    }
