@@ -76,7 +76,7 @@ def report(result: TollFraudResult) -> str:
     lines = [
         "## Toll fraud: the same calls out, toll_fraud off and on",
         "",
-        f"Both labs running together, SBC on core 0, {result.plan.rounds} interleaved"
+        f"The three labs running together, SBC on core 0, {result.plan.rounds} interleaved"
         " rounds, median (min-max) of the SBC's CPU µs per handled request and per call"
         f" out ({PER_CALL} requests, one INVITE judged), and Redis's apart.",
         "",
