@@ -71,6 +71,9 @@ class ServerIdentityCheck:
         self.ksr = ksr
         self.events = events
         self.proven: set[tuple[str, str]] = set()
+        # Nothing is ever armed without calls out to the internet or a TLS
+        # trunk: then no reply costs a look at its Via.
+        self.active = settings.outbound or any(t.transport == "tls" for t in trunks)
 
     def arm_internet(self, domain: str) -> None:
         """Have the replies of the request being relayed to ``domain`` checked."""
@@ -91,6 +94,8 @@ class ServerIdentityCheck:
     def refuses_reply(self) -> bool:
         """The current reply (core reply route): True when it came from a server that is
         not the one meant; its connection is then closed and the reply dropped."""
+        if not self.active:
+            return False
         k = self.ksr
         found = _VIA_MEANT.search(read_pv(k.pv, "$(hdr(Via)[0])") or "")
         if found is None:
