@@ -25,12 +25,11 @@ pytestmark = pytest.mark.integration
 
 SOURCES = [f"127.0.0.{n}" for n in range(40, 48)]
 USERS_SOURCE = SOURCES[0]
-# The example policy's verdicts: everything stopped but the PBX's Server
-# header (no module rewrites relayed replies) and plain RTP, which
+# The example policy's verdicts: everything stopped but plain RTP, which
 # media.users.srtp: optional allows.
 EXPECTED = {
     "fingerprint-sbc": "stopped",
-    "fingerprint-relayed": "not stopped",
+    "fingerprint-relayed": "stopped",
     "enumeration": "stopped",
     "malformed": "stopped",
     "tls-old-versions": "stopped",
@@ -81,7 +80,7 @@ def test_every_attack_gives_its_expected_verdict_and_users_still_call(lab: Runni
     assert [r["status"] for r in report["results"]] == ["pass"] * len(EXPECTED)
     assert code == 0 and report["passed"] is True
     by_name = {r["attack"]: r for r in report["results"]}
-    assert "Server: kamailio" in by_name["fingerprint-relayed"]["evidence"]
+    assert by_name["fingerprint-relayed"]["evidence"] == "no product or version in the replies"
     assert by_name["forged-bye"]["evidence"].startswith("forged BYE answered 403")
     assert "the caller's RTP still arrives" in by_name["rtp-injection"]["evidence"]
 
@@ -130,7 +129,10 @@ def unprotected_policy() -> str:
         text = text.replace(enforcing, f'  - name: {name}\n    mode: "off"', 1)
     strict = "    strict_source: true "
     assert strict in text
-    return text.replace(strict, "    strict_source: false ", 1)
+    text = text.replace(strict, "    strict_source: false ", 1)
+    stripped = "  strip_headers: [Server, User-Agent, Warning, Organization]"
+    assert stripped in text
+    return text.replace(stripped, "  strip_headers: []", 1)
 
 
 def test_with_the_defences_off_every_attack_gets_through_and_the_selftest_fails(tmp_path):

@@ -44,7 +44,7 @@ peers:
   pbx: {{address: 127.0.0.1:5090}}
   trunks:
     - {{name: far-carrier, target: "{trunk}", numbers: ["{prefix}"]}}
-topology_hiding: {{enabled: {enabled}}}
+topology_hiding: {{{hiding}}}
 media:
   rtpengine: {{ng: ["127.0.0.1:2223"]}}
   users: {{srtp: optional}}
@@ -66,7 +66,11 @@ TRUNK_IP, TRUNK_PREFIX = "127.0.0.60", "+4420"
 
 def start_lab(directory: Path, enabled: bool) -> RunningLab:
     trunk = f"{TRUNK_IP}:{free_port(TRUNK_IP)}"
-    policy = POLICY.format(enabled=str(enabled).lower(), trunk=trunk, prefix=TRUNK_PREFIX)
+    # Off is all of it: no topos, and the PBX's headers neither stripped nor rewritten.
+    hiding = (
+        "enabled: true" if enabled else "enabled: false, strip_headers: [], rewrite_headers: []"
+    )
+    policy = POLICY.format(hiding=hiding, trunk=trunk, prefix=TRUNK_PREFIX)
     (directory / "policy.yaml").write_text(policy)
     lab = lab_up(directory / "policy.yaml", directory / "lab")
     try:

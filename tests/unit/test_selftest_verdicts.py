@@ -63,6 +63,19 @@ def test_media_settings_decide_the_media_attacks():
     assert (injection.expect(optional).stopped, injection.expect(loose).stopped) == (True, False)
 
 
+def test_the_pbx_software_headers_are_expected_hidden_only_when_stripped():
+    [relayed] = by_name(["fingerprint-relayed"])
+    default = "  strip_headers: [Server, User-Agent, Warning, Organization]"
+    assert default in EXAMPLE
+    keeps_server = parse_policy(EXAMPLE.replace(default, "  strip_headers: [User-Agent, Warning]"))
+    assert relayed.expect(parse_policy(EXAMPLE)).stopped is True
+    expectation = relayed.expect(keeps_server)
+    assert (expectation.stopped, expectation.because) == (
+        False,
+        "topology_hiding.strip_headers keeps Server in what the PBX sends",
+    )
+
+
 def test_every_attack_has_a_unique_name_and_says_what_it_leaves():
     names = [a.name for a in CATALOGUE]
     assert len(names) == len(set(names)) == 18

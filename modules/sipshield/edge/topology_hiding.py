@@ -109,12 +109,14 @@ class TopologyHidingSettings(BaseModel):
     # (define TOPOS_REDIS), or Kamailio refuses to start.
     enabled: bool = False
     # Headers removed from what the PBX sends out: they name its software,
-    # its host or its organisation.
+    # its host or its organisation.  Applied with or without ``enabled``
+    # (a few KSR calls per message from the PBX); [] keeps them.
     strip_headers: list[HeaderName] = Field(
         default_factory=lambda: ["Server", "User-Agent", "Warning", "Organization"]
     )
     # Headers of what the PBX sends out in which its own address (with any
-    # port) becomes the SIP domain: identities and transfer targets.
+    # port) becomes the SIP domain: identities and transfer targets.  Also
+    # applied with or without ``enabled``.
     rewrite_headers: list[TokenName] = Field(
         default_factory=lambda: [
             "P-Asserted-Identity",
@@ -176,8 +178,13 @@ class TopologyHiding:
 
     def strip_inside_headers(self, from_pbx: bool) -> None:
         """Remove the policy's headers from a message the PBX sent (request or reply),
-        and put the domain where the others name the PBX's address."""
-        if not (self.enabled and from_pbx):
+        and put the domain where the others name the PBX's address.
+
+        Whether or not topos hides the routing headers (``enabled``): these
+        cost a few KSR calls, and without them the first 401 names the PBX's
+        software and version.
+        """
+        if not from_pbx:
             return
         remediation.remove_headers(self.ksr, self.strip_headers)
         if self.inside is None:

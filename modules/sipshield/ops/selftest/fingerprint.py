@@ -59,10 +59,17 @@ class RelayedRepliesFingerprint(Attack):
     )
 
     def expect(self, policy: Policy) -> Expectation:
+        stripped = {name.lower() for name in policy.topology_hiding.strip_headers}
+        missing = [
+            name for name in ("Server", "User-Agent", "Warning") if name.lower() not in stripped
+        ]
+        if missing:
+            return Expectation(
+                False,
+                f"topology_hiding.strip_headers keeps {', '.join(missing)} in what the PBX sends",
+            )
         return Expectation(
-            False,
-            "no sipshield module rewrites Server or User-Agent in relayed replies: "
-            "hide them on the PBX",
+            True, "topology_hiding.strip_headers removes Server, User-Agent, Warning"
         )
 
     def run(self, ctx: Context) -> Outcome:
