@@ -311,6 +311,12 @@ def test_internet_off_refuses_both_ways(lab_off: RunningLab):
     finally:
         bob.close()
     _local_call_passes(lab)
+    # A phone that writes the SBC's address as its From domain is one of ours,
+    # not an internet call: the PBX gets its call (and answers 404 for nobody).
+    sbc_host = lab.sip_target("udp").rpartition(":")[0]
+    status, call_id = _invite_from_outside(lab, "sip:nobody@sipshield.lab", f"carol@{sbc_host}")
+    assert status == 404
+    assert lab.pbx_saw(call_id)
 
 
 FINGERPRINT = "a=fingerprint:sha-256 " + ":".join(["5A"] * 32)

@@ -224,7 +224,7 @@ class EdgeRouter:
     def _route_from_outside(self, msg: SipRequest) -> None:
         k = self.ksr
         k.hdr.remove("Route")
-        stranger = msg.trunk is None and not self._in_own_domain("$fd")
+        stranger = msg.trunk is None and not self._from_us()
         if stranger and not self._for_our_domain():
             # Our own users call out through the PBX, which authenticates them;
             # nobody else has anything to send us for another domain.
@@ -312,6 +312,14 @@ class EdgeRouter:
             k.setdsturi(f"sip:{domain};transport=tls")
         self.server_identity.arm_internet(domain)  # type: ignore[union-attr]
         return True
+
+    def _from_us(self) -> bool:
+        """The From names our domain, or this node: phones often write the
+        address they register to (the SBC's) as their domain."""
+        domain = (read_pv(self.ksr.pv, "$fd") or "").lower()
+        if domain == self.site.domain:
+            return True
+        return bool(domain) and self.ksr.is_myself(f"sip:{domain}") > 0
 
     def _for_our_domain(self) -> bool:
         """The Request-URI names our domain or this node (its address, an alias)."""
