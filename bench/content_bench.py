@@ -14,31 +14,25 @@ Requests from the PBX are not inspected (the inside's own), so the per-request
 figure spreads the inspection of the outside request over both crossings,
 as a real deployment pays it.  The method is bench/run.py's (bench.cost).
 For bench/run.py: ``measure(quick)`` and ``report(result)``.  Alone:
-python -m bench.content_bench [--quick]
+python -m bench.content_bench [--quick] [--rounds N]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass
 
-from bench import labs
-from bench.cost import CostSample, interleaved
-from bench.plan import FULL, QUICK, Plan
-from bench.report import redis_us, run_cell, sbc_us, spread_of, summary_cell
-from bench.stats import ratio_text
-from bench.targets import POLICIES, Target
+from bench import feature_comparison as comparison
+from bench.feature_comparison import Column, ComparisonResult
+from bench.report import redis_us
 from bench.workloads import Flow
 
 OFF, ON = "sipshield-validation", "sipshield-content"
-TARGETS = {
-    name: Target(name, POLICIES / f"{name}.yaml", None, summary)
-    for name, summary in (
-        (OFF, "validation; the content modules off"),
-        (ON, "validation and the seven content modules, enforced"),
-    )
-}
+TARGETS = comparison.sipshield_targets(
+    {
+        OFF: "validation; the content modules off",
+        ON: "validation and the seven content modules, enforced",
+    }
+)
 FLOWS = (
     Flow("message", "message_uac", 3, authenticated=True, answered=True, callee="message_uas"),
     Flow("notify", "notify_uac", 2, answered=True, callee="notify_uas"),
@@ -48,67 +42,31 @@ LOADS = {"message": (400, 200), "notify": (400, 200)}
 QUICK_LOADS = {"message": (60, 200), "notify": (60, 200)}
 
 
-@dataclass
-class ContentResult:
-    plan: Plan
-    samples: list[CostSample]
-
-    def of(self, name: str, workload: str) -> list[CostSample]:
-        return [s for s in self.samples if s.target == name and s.workload == workload]
-
-    def as_json(self) -> dict:
-        return {"rounds": self.plan.rounds, "samples": [s.as_json() for s in self.samples]}
+def measure(quick: bool = False, rounds: int | None = None) -> ComparisonResult:
+    loads = QUICK_LOADS if quick else LOADS
+    return comparison.measure_labs(TARGETS, FLOWS, loads, comparison.plan(quick, rounds))
 
 
-def measure(quick: bool = False) -> ContentResult:
-    plan = QUICK if quick else FULL
-    with labs.running({name: (target, False) for name, target in TARGETS.items()}) as running:
-        systems = [running[name] for name in TARGETS]
-        samples = interleaved(systems, FLOWS, QUICK_LOADS if quick else LOADS, plan.rounds)
-    return ContentResult(plan, samples)
-
-
-def report(result: ContentResult) -> str:
-    lines = [
-        "## Content inspection: MESSAGE and NOTIFY, content modules off and on",
-        "",
+def report(result: ComparisonResult) -> str:
+    return comparison.section(
+        result,
+        "Content inspection: MESSAGE and NOTIFY, content modules off and on",
         f"Both labs running together, SBC on core 0, {result.plan.rounds} interleaved"
         " rounds, median (min-max) of the SBC's CPU µs per handled request (Redis"
         " apart: spit counts each MESSAGE there); requests per flow: "
-        + ", ".join(f"{f.name} {f.requests}" for f in FLOWS)
+        + comparison.requests_per_flow(FLOWS)
         + ".",
-        "",
-        f"| workload | {OFF} µs/request | {ON} µs/request | {ON} Redis µs/request | {ON} ÷ {OFF} |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for flow in FLOWS:
-        off, on = result.of(OFF, flow.name), result.of(ON, flow.name)
-        lines.append(
-            f"| {flow.name} | {summary_cell(off, sbc_us)} | {summary_cell(on, sbc_us)}"
-            f" | {summary_cell(on, redis_us)}"
-            f" | {ratio_text(spread_of(on, sbc_us), spread_of(off, sbc_us))} |"
-        )
-    rounds = range(1, result.plan.rounds + 1)
-    lines += [
-        "",
-        "| configuration | workload | " + " | ".join(f"round {r}" for r in rounds) + " |",
-        "|---|---|" + "---:|" * len(rounds),
-    ]
-    for name in TARGETS:
-        for flow in FLOWS:
-            by_round = {s.round: run_cell(s) for s in result.of(name, flow.name)}
-            cells = [by_round.get(r, "") for r in rounds]
-            lines.append(f"| {name} | {flow.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short loads")
-    args = parser.parse_args()
-    print(report(measure(args.quick)))
-    return 0
+        comparison.by_workload(
+            result,
+            [
+                Column(f"{OFF} µs/request", OFF),
+                Column(f"{ON} µs/request", ON),
+                Column(f"{ON} Redis µs/request", ON, redis_us),
+            ],
+            (ON, OFF),
+        ),
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(comparison.main(__doc__, measure, report))

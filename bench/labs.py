@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,15 +108,22 @@ def down(lab: BenchLab) -> None:
 
 
 @contextlib.contextmanager
-def running(wanted: dict[str, tuple[Target, bool]]) -> Iterator[dict[str, BenchLab]]:
-    """Bring up one lab per name (target, whether it writes stage times), pinned; all down after."""
+def running(
+    wanted: dict[str, tuple[Target, bool]], metrics: Collection[str] = ()
+) -> Iterator[dict[str, BenchLab]]:
+    """Bring up one lab per name (target, whether it writes stage times), pinned; all down after.
+
+    The labs named in ``metrics`` have the metrics listener (bench.metrics_bench).
+    """
     labs: dict[str, BenchLab] = {}
     with tempfile.TemporaryDirectory(prefix="sipshield-bench-") as tmp:
         try:
             for name, (target, staged) in wanted.items():
                 print(f"lab up: {name}", flush=True)
-                directory = Path(tmp) / name
-                labs[name] = up(name, target, directory, directory / "stages" if staged else None)
+                # A name may be a phrase ("with metrics"); a directory's is one word.
+                directory = Path(tmp) / name.replace(" ", "-")
+                stage_dir = directory / "stages" if staged else None
+                labs[name] = up(name, target, directory, stage_dir, metrics=name in metrics)
             with placement(
                 [lab.sbc_pgid for lab in labs.values()],
                 [pgid for lab in labs.values() for pgid in lab.load_pgids],

@@ -316,21 +316,43 @@ def _notes(results: Results) -> list[str]:
     return lines + [""]
 
 
-def _every_run(results: Results) -> list[str]:
-    rounds = range(1, results.plan.rounds + 1)
+def round_table(
+    samples: list[CostSample],
+    configurations: list[str],
+    workloads: list[str],
+    rounds: int,
+    workload_column: bool = True,
+) -> list[str]:
+    """A row per configuration and workload that ran, a column per round (run_cell)."""
+    numbers = range(1, rounds + 1)
+    workload_header = ("workload | ", "---|") if workload_column else ("", "")
     lines = [
+        f"| configuration | {workload_header[0]}"
+        + " | ".join(f"round {r}" for r in numbers)
+        + " |",
+        f"|---|{workload_header[1]}" + "---:|" * len(numbers),
+    ]
+    for target in configurations:
+        for workload in workloads:
+            by_round = {
+                s.round: run_cell(s)
+                for s in samples
+                if s.target == target and s.workload == workload
+            }
+            if by_round:
+                cells = [by_round.get(r, "") for r in numbers]
+                workload_cell = f"{workload} | " if workload_column else ""
+                lines.append(f"| {target} | {workload_cell}" + " | ".join(cells) + " |")
+    return lines
+
+
+def _every_run(results: Results) -> list[str]:
+    return [
         "## Every run (SBC µs/request, (+Redis µs/request))",
         "",
-        "| configuration | workload | " + " | ".join(f"round {r}" for r in rounds) + " |",
-        "|---|---|" + "---:|" * len(rounds),
+        *round_table(results.cost, results.targets, WORKLOADS, results.plan.rounds),
+        "",
     ]
-    for target in results.targets:
-        for workload in WORKLOADS:
-            by_round = {s.round: s for s in _samples(results, target, workload)}
-            if by_round:
-                cells = [run_cell(by_round[r]) if r in by_round else "" for r in rounds]
-                lines.append(f"| {target} | {workload} | " + " | ".join(cells) + " |")
-    return lines + [""]
 
 
 def markdown(results: Results) -> str:

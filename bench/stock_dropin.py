@@ -18,12 +18,11 @@ rest to core 1; CPU time of every Kamailio process (and of the drop-in's
 Redis) per handled request; interleaved rounds, median and spread; a run
 with failures reports them instead of a cost.  For bench/run.py:
 ``measure(quick)`` and ``report(result)``.  Alone, from the repository:
-python -m bench.stock_dropin [--quick]
+python -m bench.stock_dropin [--quick] [--rounds N]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import tempfile
@@ -31,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.cost import CostSample, interleaved
+from bench import feature_comparison as comparison
 from bench.cpu import placement
-from bench.plan import FULL, QUICK, Plan
-from bench.report import redis_us, run_cell, sbc_us, spread_of, summary_cell
-from bench.stats import ratio_text
+from bench.feature_comparison import Column, ComparisonResult
+from bench.report import redis_us
 from bench.workloads import Endpoint, Flow, register_callee
 from sipshield.lab.net import free_port
 from tests.support.stock_kamailio import StockKamailio, start
@@ -84,24 +82,8 @@ class StockSystem:
         return self.kamailio.directory / "kamailio.log"
 
 
-@dataclass
-class DropinResult:
-    plan: Plan
-    samples: list[CostSample]
-
-    def of(self, name: str, workload: str) -> list[CostSample]:
-        return [s for s in self.samples if s.target == name and s.workload == workload]
-
-    def as_json(self) -> dict:
-        return {
-            "rounds": self.plan.rounds,
-            "loads": self.plan.loads,
-            "samples": [s.as_json() for s in self.samples],
-        }
-
-
-def measure(quick: bool = False) -> DropinResult:
-    plan = QUICK if quick else FULL
+def measure(quick: bool = False, rounds: int | None = None) -> ComparisonResult:
+    plan = comparison.plan(quick, rounds)
     with tempfile.TemporaryDirectory(prefix="bench-stock-") as tmp, contextlib.ExitStack() as stop:
         systems = []
         for name, policy in CONFIGS.items():
@@ -113,55 +95,32 @@ def measure(quick: bool = False) -> DropinResult:
             systems.append(StockSystem(name, kamailio, endpoint))
         redis = [pgid for s in systems if (pgid := s.redis_pgid) is not None]
         with placement([s.sbc_pgid for s in systems], redis):
-            samples = interleaved(systems, FLOWS, plan.loads, plan.rounds)
-    return DropinResult(plan, samples)
+            return comparison.measure_systems(systems, FLOWS, plan.loads, plan)
 
 
-def report(result: DropinResult) -> str:
-    lines = [
-        "## Drop-in: Debian's stock kamailio.cfg with and without sipshield",
-        "",
+def report(result: ComparisonResult) -> str:
+    return comparison.section(
+        result,
+        "Drop-in: Debian's stock kamailio.cfg with and without sipshield",
         "The stock configuration from the kamailio package (no WITH_* features: in-memory"
         " location, no authentication), 2 UDP workers; the drop-in adds the include and the"
         " three route calls, with ip_controls, bans, validation, flood, scanner and"
         " brute_force enforced.  Measured as above: both running together, Kamailio on"
         f" core 0, {result.plan.rounds} interleaved rounds, median (min-max) of Kamailio's"
         " CPU µs per handled request; requests per call: "
-        + ", ".join(f"{f.name} {f.requests}" for f in FLOWS)
+        + comparison.requests_per_flow(FLOWS)
         + ".",
-        "",
-        f"| workload | {STOCK} µs/request | {DROPIN} µs/request | Redis µs/request"
-        f" | {DROPIN} ÷ {STOCK} |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for flow in FLOWS:
-        plain, dropin = result.of(STOCK, flow.name), result.of(DROPIN, flow.name)
-        lines.append(
-            f"| {flow.name} | {summary_cell(plain, sbc_us)} | {summary_cell(dropin, sbc_us)}"
-            f" | {summary_cell(dropin, redis_us)}"
-            f" | {ratio_text(spread_of(dropin, sbc_us), spread_of(plain, sbc_us))} |"
-        )
-    rounds = range(1, result.plan.rounds + 1)
-    lines += [
-        "",
-        "| configuration | workload | " + " | ".join(f"round {r}" for r in rounds) + " |",
-        "|---|---|" + "---:|" * len(rounds),
-    ]
-    for name in CONFIGS:
-        for flow in FLOWS:
-            by_round = {s.round: run_cell(s) for s in result.of(name, flow.name)}
-            cells = [by_round.get(r, "") for r in rounds]
-            lines.append(f"| {name} | {flow.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short loads")
-    args = parser.parse_args()
-    print(report(measure(args.quick)))
-    return 0
+        comparison.by_workload(
+            result,
+            [
+                Column(f"{STOCK} µs/request", STOCK),
+                Column(f"{DROPIN} µs/request", DROPIN),
+                Column("Redis µs/request", DROPIN, redis_us),
+            ],
+            (DROPIN, STOCK),
+        ),
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(comparison.main(__doc__, measure, report))

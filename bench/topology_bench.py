@@ -14,31 +14,25 @@ the lab PBX to a registered SIPp callee (bench.workloads.LAB_FLOWS):
 Redis's CPU is reported apart: topos writes a branch record per INVITE and a
 dialog record per call there.  The method is bench/run.py's (bench.cost).
 For bench/run.py: ``measure(quick)`` and ``report(result)``.  Alone:
-python -m bench.topology_bench [--quick]
+python -m bench.topology_bench [--quick] [--rounds N]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass
 
-from bench import labs
-from bench.cost import CostSample, interleaved
-from bench.plan import FULL, QUICK, Plan
-from bench.report import redis_us, run_cell, sbc_us, spread_of, summary_cell
-from bench.stats import ratio_text
-from bench.targets import POLICIES, Target
+from bench import feature_comparison as comparison
+from bench.feature_comparison import Column, ComparisonResult
+from bench.report import redis_us
 from bench.workloads import LAB_FLOWS, Flow
 
 OFF, ON = "sipshield-validation", "sipshield-topology-hiding"
-TARGETS = {
-    name: Target(name, POLICIES / f"{name}.yaml", None, summary)
-    for name, summary in (
-        (OFF, "validation; topology hiding off"),
-        (ON, "validation; topology hiding on (topos, records in Redis)"),
-    )
-}
+TARGETS = comparison.sipshield_targets(
+    {
+        OFF: "validation; topology hiding off",
+        ON: "validation; topology hiding on (topos, records in Redis)",
+    }
+)
 # The callee rings (half a second, SIPp's -d) before it answers.  A SIPp caller
 # aborts a call when a 180 arrives after the 200, and a 180 and a 200 sent
 # together by the PBX can leave the SBC in the other order (two workers, each
@@ -49,69 +43,33 @@ CALL = Flow("call", "call_uac", 8, authenticated=True, answered=True, callee="ca
 FLOWS = (REGISTER, CALL)
 
 
-@dataclass
-class TopologyResult:
-    plan: Plan
-    samples: list[CostSample]
-
-    def of(self, name: str, workload: str) -> list[CostSample]:
-        return [s for s in self.samples if s.target == name and s.workload == workload]
-
-    def as_json(self) -> dict:
-        return {"rounds": self.plan.rounds, "samples": [s.as_json() for s in self.samples]}
+def measure(quick: bool = False, rounds: int | None = None) -> ComparisonResult:
+    plan = comparison.plan(quick, rounds)
+    loads = {flow.name: plan.loads[flow.name] for flow in FLOWS}
+    return comparison.measure_labs(TARGETS, FLOWS, loads, plan)
 
 
-def measure(quick: bool = False) -> TopologyResult:
-    plan = QUICK if quick else FULL
-    with labs.running({name: (target, False) for name, target in TARGETS.items()}) as running:
-        systems = [running[name] for name in TARGETS]
-        loads = {flow.name: plan.loads[flow.name] for flow in FLOWS}
-        samples = interleaved(systems, FLOWS, loads, plan.rounds)
-    return TopologyResult(plan, samples)
-
-
-def report(result: TopologyResult) -> str:
-    lines = [
-        "## Topology hiding: the same flows, hiding off and on",
-        "",
+def report(result: ComparisonResult) -> str:
+    return comparison.section(
+        result,
+        "Topology hiding: the same flows, hiding off and on",
         f"Both labs running together, SBC on core 0, {result.plan.rounds} interleaved"
         " rounds, median (min-max) of the SBC's CPU µs per handled request, and"
         " Redis's apart (topos keeps its records there); requests per flow: "
-        + ", ".join(f"{f.name} {f.requests}" for f in FLOWS)
+        + comparison.requests_per_flow(FLOWS)
         + ".",
-        "",
-        f"| workload | {OFF} µs/request | {ON} µs/request"
-        f" | {OFF} Redis µs/request | {ON} Redis µs/request | {ON} ÷ {OFF} |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for flow in FLOWS:
-        off, on = result.of(OFF, flow.name), result.of(ON, flow.name)
-        lines.append(
-            f"| {flow.name} | {summary_cell(off, sbc_us)} | {summary_cell(on, sbc_us)}"
-            f" | {summary_cell(off, redis_us)} | {summary_cell(on, redis_us)}"
-            f" | {ratio_text(spread_of(on, sbc_us), spread_of(off, sbc_us))} |"
-        )
-    rounds = range(1, result.plan.rounds + 1)
-    lines += [
-        "",
-        "| configuration | workload | " + " | ".join(f"round {r}" for r in rounds) + " |",
-        "|---|---|" + "---:|" * len(rounds),
-    ]
-    for name in TARGETS:
-        for flow in FLOWS:
-            by_round = {s.round: run_cell(s) for s in result.of(name, flow.name)}
-            cells = [by_round.get(r, "") for r in rounds]
-            lines.append(f"| {name} | {flow.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short loads")
-    args = parser.parse_args()
-    print(report(measure(args.quick)))
-    return 0
+        comparison.by_workload(
+            result,
+            [
+                Column(f"{OFF} µs/request", OFF),
+                Column(f"{ON} µs/request", ON),
+                Column(f"{OFF} Redis µs/request", OFF, redis_us),
+                Column(f"{ON} Redis µs/request", ON, redis_us),
+            ],
+            (ON, OFF),
+        ),
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(comparison.main(__doc__, measure, report))
