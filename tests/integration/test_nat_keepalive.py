@@ -20,7 +20,7 @@ import pytest
 
 from sipshield.lab.sip_ua import RtpPeer, SipMessage, UserAgent, parse, sdp
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.test_two_nodes import restart_sbc
+from tests.integration.two_nodes import restart_sbc
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from sipshield.lab.sip_ua import UserAgent, sdp
-from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.test_two_nodes import Node
-from tests.integration.test_two_nodes_dialogs import restart_pbx_for, start_node_b
+from tests.integration.lab_fixture import RunningLab
+from tests.integration.two_nodes import Node, two_node_lab
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +38,8 @@ modules:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, Node]]:
     directory = tmp_path_factory.mktemp("toll-fraud-cluster")
-    (directory / "policy.yaml").write_text(POLICY)
-    lab = lab_up(directory / "policy.yaml", directory / "lab")
-    node = None
-    try:
-        node = start_node_b(lab)
-        restart_pbx_for(lab, [lab.sip()[1], node.port])
-        yield lab, node
-    finally:
-        if node is not None:
-            node.stop()
-        lab_down(lab)
+    with two_node_lab(directory, POLICY, shared_address=True) as cluster:
+        yield cluster
 
 
 def in_progress(lab: RunningLab) -> int:

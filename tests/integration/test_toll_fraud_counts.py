@@ -17,7 +17,7 @@ import pytest
 
 from sipshield.lab.sip_ua import RtpPeer, UserAgent, sdp
 from tests.integration.lab_fixture import RunningLab, lab_with_policy
-from tests.integration.test_two_nodes import restart_sbc
+from tests.integration.two_nodes import restart_sbc
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 
 from sipshield.lab.sipp import SippResult, run_sipp
-from tests.integration.lab_fixture import SIPSHIELD, RunningLab, lab_down, lab_up
-from tests.integration.test_two_nodes import Node, node_b
-from tests.integration.test_two_nodes_dialogs import restart_pbx_for
+from tests.integration.lab_fixture import SIPSHIELD, RunningLab
+from tests.integration.two_nodes import Node, two_node_lab
 
 pytestmark = pytest.mark.integration
 
@@ -71,18 +70,8 @@ modules:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, Node]]:
     directory = tmp_path_factory.mktemp("toll-fraud-runs")
-    (directory / "policy.yaml").write_text(policy())
-    lab = lab_up(directory / "policy.yaml", directory / "lab")
-    node = None
-    try:
-        node = node_b(lab)
-        node.start()
-        restart_pbx_for(lab, [lab.sip()[1], node.port])
-        yield lab, node
-    finally:
-        if node is not None:
-            node.stop()
-        lab_down(lab)
+    with two_node_lab(directory, policy()) as cluster:
+        yield cluster
 
 
 def run_calls(

@@ -34,7 +34,7 @@ from sipshield.lab.sip_ua import RtpPeer, SipMessage, UserAgent, sdp
 from sipshield.lab.stack import LAB_NUMBERED_USERS
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
 from tests.integration.test_lab_presence import WATCH_PRESENCE, in_dialog, notify_until
-from tests.integration.test_two_nodes_dialogs import restart_pbx_with
+from tests.integration.two_nodes import restart_pbx_with
 
 pytestmark = pytest.mark.integration
 

@@ -18,16 +18,14 @@ import pytest
 from sipshield.edge.topology_hiding import ENDED_DIALOG_LIFETIME_S
 from sipshield.lab.sip_probe import send_request
 from sipshield.lab.sip_ua import UserAgent, sdp
-from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.test_two_nodes import Node
+from tests.integration.lab_fixture import RunningLab
 from tests.integration.test_two_nodes_dialogs import (
     ATTACKER,
     call_through,
     forged_bye,
     pbx_received,
-    restart_pbx_for,
-    start_node_b,
 )
+from tests.integration.two_nodes import Node, two_node_lab
 
 pytestmark = pytest.mark.integration
 
@@ -46,17 +44,8 @@ modules:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, Node]]:
     directory = tmp_path_factory.mktemp("two-nodes-hiding")
-    (directory / "policy.yaml").write_text(POLICY)
-    lab = lab_up(directory / "policy.yaml", directory / "lab")
-    node = None
-    try:
-        node = start_node_b(lab)
-        restart_pbx_for(lab, [lab.sip()[1], node.port])
-        yield lab, node
-    finally:
-        if node is not None:
-            node.stop()
-        lab_down(lab)
+    with two_node_lab(directory, POLICY, shared_address=True) as cluster:
+        yield cluster
 
 
 def inside_seen(lab: RunningLab, *received: list[bytes]) -> list[bytes]:

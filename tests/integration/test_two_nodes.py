@@ -8,26 +8,17 @@ node acted.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import signal
 import subprocess
-import sysconfig
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import yaml
 
-from sipshield.lab.net import free_port
-from sipshield.lab.sip_probe import send_request
 from sipshield.lab.sipp import run_sipp
-from sipshield.lab.stack import group_members
-from tests.integration.lab_fixture import PLUGINS, SIPSHIELD, RunningLab, lab_down, lab_up
+from tests.integration.lab_fixture import PLUGINS, SIPSHIELD, RunningLab
+from tests.integration.two_nodes import Node, restart_sbc, two_node_lab
 
 pytestmark = pytest.mark.integration
 
@@ -40,128 +31,16 @@ modules:
   - {name: bans}
   - {name: flood, window_s: 10, limits: {options: 10}, ban_after: 3}
 """
-# Each node binds its own: the SIP listeners and the metrics listener.
-LISTENERS = ("SIP_UDP", "SIP_TCP", "SIP_TLS", "METRICS")
-
-
-@dataclass
-class Node:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    log: Path
-    port: int
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=self.cwd,
-                env={**os.environ, **self.env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()[-3000:]}"
-            if self.options(timeout=0.3) == 200:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not answer:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            deadline = time.monotonic() + 10
-            while group_members(self.proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not group_members(self.proc.pid):
-                break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        self.proc = None
-
-    def options(self, source_ip: str = "127.0.0.1", timeout: float = 1.0) -> int | None:
-        return send_request(("127.0.0.1", self.port), timeout=timeout, source_ip=source_ip)
-
-
-def restart_sbc(lab: RunningLab, how: signal.Signals) -> Node:
-    """Stop the lab's SBC with ``how`` and start it again with its own command."""
-    env = {"SIPSHIELD_POLICY": lab.info["policy"], "PYTHONPATH": python_path()}
-    node = Node("the SBC", lab.info["commands"]["sbc"], env, lab.directory,
-                Path(lab.info["logs"]["sbc"]), lab.sip()[1])  # fmt: skip
-    os.killpg(lab.info["pids"]["sbc"], how)
-    while group_members(lab.info["pids"]["sbc"]):
-        time.sleep(0.05)
-    node.start()
-    # `lab down` must stop the new process.
-    lab.info["pids"]["sbc"] = node.proc.pid  # type: ignore[union-attr]
-    (lab.directory / "lab.json").write_text(json.dumps(lab.info))
-    return node
-
-
-def python_path() -> str:
-    """What the lab gives its SBC: this venv's packages and the test plugins."""
-    return os.pathsep.join((sysconfig.get_paths()["purelib"], str(PLUGINS)))
-
-
-def node_b(
-    lab: RunningLab, policy_changes: dict | None = None, defines: tuple[str, ...] = ()
-) -> Node:
-    """Node B: the lab's SBC command, with its own listeners, runtime directory and name.
-
-    ``policy_changes`` go into node B's copy of the lab policy, ``defines`` are
-    extra ``-A NAME=VALUE`` pairs for its Kamailio.
-    """
-    udp, tls, metrics = free_port(), free_port(), free_port()
-    ports = {"SIP_UDP": f"udp:127.0.0.1:{udp}", "SIP_TCP": f"tcp:127.0.0.1:{udp}",
-             "SIP_TLS": f"tls:127.0.0.1:{tls}",
-             "METRICS": f"tcp:127.0.0.1:{metrics}"}  # fmt: skip
-    argv = list(lab.info["commands"]["sbc"])
-    for index, value in enumerate(argv):
-        name = value.split("=", 1)[0]
-        if name in LISTENERS:
-            argv[index] = f"{name}={ports[name]}"
-        elif argv[index - 1] == "-Y":
-            argv[index] = str(lab.directory / "run-sbc-b")
-    argv += [item for name in defines for item in ("-A", name)]
-    (lab.directory / "run-sbc-b").mkdir(exist_ok=True)
-    policy = yaml.safe_load(Path(lab.info["policy"]).read_text())
-    policy["node"] = "node-b"
-    policy["listeners"] = {"udp": f"127.0.0.1:{udp}", "tcp": f"127.0.0.1:{udp}",
-                           "tls": f"127.0.0.1:{tls}"}  # fmt: skip
-    policy |= policy_changes or {}
-    policy_b = lab.directory / "policy-b.yaml"
-    policy_b.write_text(yaml.safe_dump(policy, sort_keys=False))
-    return Node(
-        "node B",
-        argv,
-        {"SIPSHIELD_POLICY": str(policy_b), "PYTHONPATH": python_path()},
-        lab.directory,
-        lab.directory / "sbc-b.log",
-        udp,
-    )
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, Node]]:
     directory = tmp_path_factory.mktemp("two-nodes")
-    (directory / "policy.yaml").write_text(POLICY)
-    lab = lab_up(directory / "policy.yaml", directory / "lab", extra_pythonpath=PLUGINS)
-    node = node_b(lab)
-    try:
-        node.start()
-        yield lab, node
-    finally:
-        node.stop()
-        lab_down(lab)
+    # Node B is only sent OPTIONS, which it answers itself: the PBX need not know it.
+    with two_node_lab(
+        directory, POLICY, pbx_answers_both=False, extra_pythonpath=PLUGINS
+    ) as cluster:
+        yield cluster
 
 
 def ban_of(lab: RunningLab, ip: str) -> dict[str, str]:

@@ -17,14 +17,6 @@ and is ended through A.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,9 +25,8 @@ import yaml
 
 from sipshield.lab.sip_probe import send_request
 from sipshield.lab.sip_ua import UserAgent, sdp
-from sipshield.lab.stack import group_members
-from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
-from tests.integration.test_two_nodes import Node, node_b
+from tests.integration.lab_fixture import RunningLab
+from tests.integration.two_nodes import Node, two_node_lab
 
 pytestmark = pytest.mark.integration
 
@@ -51,70 +42,11 @@ modules:
 """
 
 
-def start_node_b(lab: RunningLab) -> Node:
-    """Node B answering for node A's address (the cluster's shared Record-Route)."""
-    cluster_address = lab.sip_target()
-    # The same key file as node A: the lab's policy names it by its absolute path.
-    node = node_b(
-        lab,
-        {"record_route_address": cluster_address},
-        (f"CLUSTER_ADDRESS={cluster_address}",),
-    )
-    node.start()
-    return node
-
-
-def _bound(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
-
-
-def restart_pbx_for(lab: RunningLab, sbc_ports: list[int]) -> None:
-    """Restart the lab PBX so that it answers every SBC node (and still nobody else)."""
-    nodes = "|".join(str(port) for port in sbc_ports)
-    restart_pbx_with(lab, f'SBC_NODES="^127[.]0[.]0[.]1:({nodes})$"')
-
-
-def restart_pbx_with(lab: RunningLab, *defines: str) -> None:
-    """Restart the lab PBX with more ``-A`` defines (pbx.cfg's)."""
-    pbx_host, _, port = lab.info["pbx"]["udp"].rpartition(":")
-    pbx_port = int(port)
-    argv = [*lab.info["commands"]["pbx"], *(item for d in defines for item in ("-A", d))]
-    old = lab.info["pids"]["pbx"]
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(old, signal.SIGKILL)
-    while group_members(old) or _bound(pbx_host, pbx_port):
-        time.sleep(0.05)
-    with open(lab.info["logs"]["pbx"], "ab") as log:
-        proc = subprocess.Popen(argv, cwd=lab.directory, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 20
-    while not _bound(pbx_host, pbx_port):
-        assert proc.poll() is None and time.monotonic() < deadline, lab.log("pbx")[-3000:]
-        time.sleep(0.05)
-    # `lab down` must stop the new PBX.
-    lab.info["pids"]["pbx"] = proc.pid
-    (lab.directory / "lab.json").write_text(json.dumps(lab.info))
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningLab, Node]]:
     directory = tmp_path_factory.mktemp("two-node-dialogs")
-    (directory / "policy.yaml").write_text(POLICY)
-    lab = lab_up(directory / "policy.yaml", directory / "lab")
-    node = None
-    try:
-        node = start_node_b(lab)
-        restart_pbx_for(lab, [lab.sip()[1], node.port])
-        yield lab, node
-    finally:
-        if node is not None:
-            node.stop()
-        lab_down(lab)
+    with two_node_lab(directory, POLICY, shared_address=True) as cluster:
+        yield cluster
 
 
 def call_through(lab: RunningLab, sbc: tuple[str, int], callee: str):
