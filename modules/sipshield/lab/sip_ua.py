@@ -355,25 +355,8 @@ class UserAgent:
         """
         # "bob" is a user of the lab's domain; "bob@example.org" of another.
         ruri = f"sip:{callee}" if "@" in callee else f"sip:{callee}@{self.lab.domain}"
-        to = f"<{ruri}>"
         call = Call(self, call_id or secrets.token_hex(10), ruri)
-        invite = self.request("INVITE", ruri, to, call.call_id, offer, extra=extra)
-        self.send(invite)
-        reply = self.response(timeout)
-        if reply.status == 407:
-            self._ack_failure(invite, reply)
-            self.cseq += 1
-            auth = self._credentials(reply.header("Proxy-Authenticate"), "INVITE", ruri)
-            invite = self.request(
-                "INVITE",
-                ruri,
-                to,
-                call.call_id,
-                offer,
-                extra=[*(extra or []), ("Proxy-Authorization", auth)],
-            )
-            self.send(invite)
-            reply = self.response(timeout) if not cancel_on_ringing else self._ringing(timeout)
+        invite, reply = self._invite(call, offer, timeout, cancel_on_ringing, extra)
         call.invite, call.reply = invite, reply
         if cancel_on_ringing and 100 < reply.status < 200:
             self.send(self._cancel(invite))
@@ -388,25 +371,45 @@ class UserAgent:
     def ring(self, callee: str, offer: str, timeout: float = 10.0) -> Call:
         """INVITE ``callee`` (answering the PBX's 407) and return at its first 18x (or a
         final response that came first): the call is still ringing, for ``Call.cancel``."""
-        ruri = f"sip:{callee}@{self.lab.domain}"
-        to = f"<{ruri}>"
-        call = Call(self, secrets.token_hex(10), ruri)
-        invite = self.request("INVITE", ruri, to, call.call_id, offer)
+        call = Call(self, secrets.token_hex(10), f"sip:{callee}@{self.lab.domain}")
+        invite, reply = self._invite(call, offer, timeout, until_ringing=True)
+        call.invite, call.reply = invite, reply
+        if reply.status >= 300:
+            self._ack_failure(invite, reply)
+        return call
+
+    def _invite(
+        self,
+        call: Call,
+        offer: str,
+        timeout: float,
+        until_ringing: bool,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> tuple[SipMessage, SipMessage]:
+        """``call``'s INVITE, sent again with credentials after the PBX's 407, and its reply.
+
+        The reply is the first final (or 18x with SDP) response; after a 407, with
+        ``until_ringing``, the first 18x (or a final response that came first).
+        """
+        to = f"<{call.ruri}>"
+        invite = self.request("INVITE", call.ruri, to, call.call_id, offer, extra=extra)
         self.send(invite)
         reply = self.response(timeout)
         if reply.status == 407:
             self._ack_failure(invite, reply)
             self.cseq += 1
-            auth = self._credentials(reply.header("Proxy-Authenticate"), "INVITE", ruri)
+            auth = self._credentials(reply.header("Proxy-Authenticate"), "INVITE", call.ruri)
             invite = self.request(
-                "INVITE", ruri, to, call.call_id, offer, extra=[("Proxy-Authorization", auth)]
+                "INVITE",
+                call.ruri,
+                to,
+                call.call_id,
+                offer,
+                extra=[*(extra or []), ("Proxy-Authorization", auth)],
             )
             self.send(invite)
-            reply = self._ringing(timeout)
-        call.invite, call.reply = invite, reply
-        if reply.status >= 300:
-            self._ack_failure(invite, reply)
-        return call
+            reply = self._ringing(timeout) if until_ringing else self.response(timeout)
+        return invite, reply
 
     def _ringing(self, timeout: float) -> SipMessage:
         while True:
