@@ -8,7 +8,12 @@ from sipshield.core.policy import parse_policy
 from sipshield.ops.selftest.catalogue import CATALOGUE, by_name
 from sipshield.ops.selftest.enumeration import answer_shape
 from sipshield.ops.selftest.fingerprint import revealing
-from sipshield.ops.selftest.floods import burst_fits, burst_outcome, burst_size
+from sipshield.ops.selftest.floods import (
+    burst_fits,
+    burst_outcome,
+    burst_size,
+    wait_for_one_window,
+)
 from sipshield.ops.selftest.runner import SourcePlan
 from tests.conftest import REPO
 
@@ -95,6 +100,19 @@ def test_a_burst_too_slow_to_cross_the_limit_is_not_sent():
     # 100 requests in a 10 s window: at 20/s they take 5 s, at 19/s longer.
     assert burst_fits(100, 20.0, 10) is True
     assert burst_fits(100, 19.0, 10) is False
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (1000.0, 0.5),  # at a boundary: clear of it by the clock margin
+        (1001.0, 0.0),  # a burst of 2 s fits before 1010 with the margin
+        (1007.6, 2.9),  # it would cross 1010: wait for 1010.5
+        (1009.9, 0.6),
+    ],
+)
+def test_a_burst_waits_until_it_fits_in_one_flood_window(now, expected):
+    assert wait_for_one_window(now, 2.0, 10) == pytest.approx(expected)
 
 
 def test_a_burst_is_stopped_only_when_its_whole_tail_goes_unanswered():

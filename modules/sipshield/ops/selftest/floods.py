@@ -31,6 +31,8 @@ from sipshield.ops.selftest.target import Context
 
 # The requests at the end of a burst that must all go unanswered.
 TAIL = 10
+# How far the SBC's clock may be from ours, for the flood windows (wait_for_one_window).
+CLOCK_MARGIN_S = 0.5
 # How long the last replies of a burst are waited for.
 SETTLE_S = 1.5
 _CALL_ID = re.compile(rb"^(?:Call-ID|i):\s*(\S+)", re.MULTILINE | re.IGNORECASE)
@@ -51,6 +53,24 @@ def burst_size(policy: Policy, method_class: str) -> int:
 def burst_fits(count: int, rate: float, window_s: float) -> bool:
     """Whether ``count`` requests at ``rate`` per second fit in half a flood window."""
     return count / rate <= window_s / 2
+
+
+def wait_for_one_window(now: float, duration: float, window_s: float) -> float:
+    """Seconds to wait so that a burst of ``duration`` seconds lies in one flood window.
+
+    sipshield's flood windows are aligned on the wall clock (``time() //
+    window_s``): a burst that straddles a boundary is split between two
+    windows, each under the ban threshold, and its tail is answered by the
+    second window's allowance.  The margin allows for the SBC's clock and
+    ours (NTP) not agreeing exactly.
+    """
+    margin = min(CLOCK_MARGIN_S, window_s / 8)
+    into = now % window_s
+    if into < margin:
+        return margin - into
+    if into + duration + margin > window_s:
+        return window_s - into + margin
+    return 0.0
 
 
 def burst(ctx: Context, requests: list[bytes]) -> list[int | None]:
@@ -140,7 +160,9 @@ class _Flood(Attack):
                 f"{count} requests at --rate {ctx.scope.pacer.rate:g}/s take longer than half "
                 f"the flood window ({window_s}s): they would never cross the limit"
             )
-        return burst_outcome(burst(ctx, [self.build(ctx) for _ in range(count)]))
+        requests = [self.build(ctx) for _ in range(count)]
+        time.sleep(wait_for_one_window(time.time(), count / ctx.scope.pacer.rate, window_s))
+        return burst_outcome(burst(ctx, requests))
 
 
 class OptionsFlood(_Flood):
