@@ -57,12 +57,15 @@ HEARD = 0.5
 _USERS = itertools.cycle(LAB_NUMBERED_USERS)
 
 
-def _lab_with(tmp_path_factory: pytest.TempPathFactory, srtp: str | None) -> RunningLab:
-    directory = tmp_path_factory.mktemp(f"phones-{srtp or 'example'}")
+def _lab_with(
+    tmp_path_factory: pytest.TempPathFactory, srtp: str | None, hiding: bool = False
+) -> RunningLab:
+    directory = tmp_path_factory.mktemp(f"phones-{srtp or 'example'}{'-hidden' if hiding else ''}")
     policy = directory / "policy.yaml"
     data = yaml.safe_load(EXAMPLE_POLICY.read_text())
     if srtp is not None:
         data["media"]["users"]["srtp"] = srtp
+    data["topology_hiding"]["enabled"] = hiding
     policy.write_text(yaml.safe_dump(data))
     return lab_up(policy, directory / "lab")
 
@@ -77,6 +80,14 @@ def example_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab
 @pytest.fixture(scope="module")
 def mandatory_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
     running = _lab_with(tmp_path_factory, "mandatory")
+    yield running
+    lab_down(running)
+
+
+@pytest.fixture(scope="module")
+def hidden_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    """The example policy with topology hiding on (Kamailio's topos)."""
+    running = _lab_with(tmp_path_factory, None, hiding=True)
     yield running
     lab_down(running)
 
@@ -401,3 +412,26 @@ def test_blind_transfer_between_real_phones(example_lab, phones):
     alice.hangup()
     carol.wait_closed(carol_mark)
     assert_no_events(example_lab, before)
+
+
+# --- topology hiding on: topos rewrites Via, Record-Route and Contact ------------
+
+
+@pytest.mark.parametrize(
+    ("caller_kind", "callee_kind", "transport", "encryption"),
+    [("baresip", "linphone", "udp", "none"), ("linphone", "baresip", "tls", "sdes")],
+)
+def test_real_phones_call_with_topology_hiding_on(
+    hidden_lab, phones, caller_kind, callee_kind, transport, encryption
+):
+    # The phones see only the SBC's topos Contacts (linphone's GRUU included),
+    # and their in-dialog requests (ACK, BYE) still find each other.
+    before = len(hidden_lab.events())
+    caller = phones(caller_kind, hidden_lab, transport, encryption)
+    callee = phones(callee_kind, hidden_lab, transport, encryption)
+    answered = call(hidden_lab, caller, callee)
+    if encryption == "none":
+        assert_plain(answered, answered.streams)
+    else:
+        assert_encrypted(answered, answered.streams)
+    assert_no_events(hidden_lab, before)
