@@ -22,7 +22,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from sipshield.lab.sip_ua import RtpPeer, UserAgent, media_port, sdp
 from sipshield.lab.stack import _port_blocks
 from sipshield.rtpengine import MediaOptions, NgError, RtpengineClient, rendezvous_order
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
+from tests.integration.wire import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -82,15 +83,6 @@ def _call_id_landing_on(lab: RunningLab, engine: Engine) -> str:
             for key in (call_id, call_id + "~out")
         ):
             return call_id
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 _SEQUENCE = itertools.count()
@@ -161,9 +153,9 @@ def test_the_rtpengine_carrying_a_call_dies_and_the_call_goes_on_through_the_oth
     assert all(n > 0 for n in _talk(alice_media, to_bob, bob_media, to_alice))
 
     os.killpg(lab.info["pids"][carrier["name"]], signal.SIGKILL)
-    assert _eventually(lambda: legs <= _calls_on(survivor)), _calls_on(survivor)
+    assert wait_until(lambda: legs <= _calls_on(survivor)), _calls_on(survivor)
     handed = f"calls handed to {survivor['name']}"
-    assert _eventually(lambda: handed in lab.log("media-takeover")), lab.log("media-takeover")
+    assert wait_until(lambda: handed in lab.log("media-takeover")), lab.log("media-takeover")
 
     # The parties go on sending to the ports they have: the survivor carries both ways.
     bob_heard, alice_heard = _talk(alice_media, to_bob, bob_media, to_alice)
@@ -179,8 +171,8 @@ def test_the_rtpengine_carrying_a_call_dies_and_the_call_goes_on_through_the_oth
     # BYE: the delete reaches the survivor; nothing is left, in rtpengine or in Redis.
     assert call.bye() == 200
     answering.done.wait(5)
-    assert _eventually(lambda: not legs & _calls_on(survivor)), _calls_on(survivor)
-    assert _eventually(lambda: not _keys_left(lab)), _keys_left(lab)
+    assert wait_until(lambda: not legs & _calls_on(survivor)), _calls_on(survivor)
+    assert wait_until(lambda: not _keys_left(lab)), _keys_left(lab)
     assert _talk(alice_media, to_bob, bob_media, to_alice) == (0, 0)
     # Every ng command of the call succeeded: no media event (passthrough, reject).
     assert [e for e in lab.events() if e.get("call_id") == call_id] == []
@@ -239,7 +231,7 @@ def test_a_live_copy_on_the_same_address_takes_the_owners_media(tmp_path):
     ]
     engines = {}
     try:
-        assert _eventually(lambda: redis.Redis(port=redis_port).ping())
+        assert wait_until(lambda: redis.Redis(port=redis_port).ping())
         for (name, db, mirrored), (low, high) in zip(
             (("A", 1, 2), ("B", 2, 1)), _port_blocks(2), strict=True
         ):
@@ -249,7 +241,7 @@ def test_a_live_copy_on_the_same_address_takes_the_owners_media(tmp_path):
             argv += [f"--port-min={low}", f"--port-max={high}", f"--timeout={MEDIA_TIMEOUT_S}"]
             argv += [f"--redis=127.0.0.1:{redis_port}/{db}", f"--subscribe-keyspace={mirrored}"]
             processes.append(_start(argv, tmp_path / f"{name}.log"))
-        assert all(_eventually(lambda a=a: _answering(a)) for a in engines.values())
+        assert all(wait_until(lambda a=a: _answering(a)) for a in engines.values())
         a, b = (RtpengineClient([engines[n]], timeout=1.0) for n in "AB")
         alice, bob = RtpPeer(), RtpPeer()
         options = MediaOptions(replace=("origin", "session-connection"))
@@ -264,17 +256,17 @@ def test_a_live_copy_on_the_same_address_takes_the_owners_media(tmp_path):
             except NgError:
                 return False
 
-        assert _eventually(copied_answer)
+        assert wait_until(copied_answer)
         for seq in range(20):
             alice.send(("127.0.0.1", media_port(answer.sdp)), 0xA, 1, _rtp(seq, 0xA))
             bob.send(("127.0.0.1", media_port(offer.sdp)), 0xB, 1, _rtp(seq, 0xB))
-        assert _eventually(lambda: len(bob.receive(0.1)) > 0)
+        assert wait_until(lambda: len(bob.receive(0.1)) > 0)
 
         def rtp_packets(client: RtpengineClient) -> int:
             return int(client.query("mirrored").data["totals"]["RTP"]["packets"])  # type: ignore[index,call-overload]
 
         # The copy carried it (its totals may show it a moment after the packet left)...
-        assert _eventually(lambda: rtp_packets(b) > 0)
+        assert wait_until(lambda: rtp_packets(b) > 0)
         assert rtp_packets(a) == 0  # ...and the owner saw none of its call's media
 
         def gone_while_talking() -> bool:
@@ -286,7 +278,7 @@ def test_a_live_copy_on_the_same_address_takes_the_owners_media(tmp_path):
 
         # Media flows, yet the owner ends the call at its media timeout, and the copy
         # goes with it.
-        assert _eventually(gone_while_talking, timeout=10)
+        assert wait_until(gone_while_talking, timeout=10)
         assert "Closing call due to timeout" in (tmp_path / "A.log").read_text()
     finally:
         # The rtpengines before their Redis: rtpengine 10.5 dumps core when the Redis it

@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import secrets
 import socket
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from sipshield.lab.stack import LAB_NUMBERED_USERS
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
 from tests.integration.test_lab_presence import WATCH_PRESENCE, in_dialog, notify_until
 from tests.integration.two_nodes import restart_pbx_with
+from tests.integration.wire import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -159,15 +159,6 @@ def answered_call(corpus: Corpus, flow: str, transport: str = "udp"):
     assert answering.invite is not None
     corpus.asserted.append(answering.invite.header("P-Asserted-Identity"))
     return caller_ua, callee_ua, call, answering
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def in_dialog_request(call, method: str, *extra: tuple[str, str], body: str = "") -> SipMessage:

@@ -16,8 +16,7 @@ import os
 import secrets
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ import pytest
 from sipshield.lab.sip_ua import RtpPeer, UserAgent, sdp
 from sipshield.lab.stack import group_members
 from tests.integration.lab_fixture import RunningLab, lab_down, lab_up
+from tests.integration.wire import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -81,15 +81,6 @@ def ping(lab: RunningLab) -> bool:
         return bool(lab.redis.ping())
     except Exception:
         return False
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def message_status(sender: UserAgent, lab: RunningLab) -> int:
